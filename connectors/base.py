@@ -1,0 +1,35 @@
+"""The Connector protocol: a source lists its documents with their ACLs and reads their bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from rag.models import SourceDocument
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a source holds now. ``complete`` is False when any part could not be listed, in which
+    case nothing may be deleted on the strength of this listing."""
+
+    source: str
+    documents: tuple[SourceDocument, ...]
+    complete: bool
+    errors: tuple[str, ...] = field(default=())
+
+
+@runtime_checkable
+class Connector(Protocol):
+    @property
+    def name(self) -> str:
+        """The source's name; part of every document id."""
+        ...
+
+    def list_documents(self) -> Listing:
+        """Every document with its ACL and content hash."""
+        ...
+
+    def read(self, document: SourceDocument) -> bytes:
+        """The raw bytes of one listed document."""
+        ...

@@ -1,0 +1,147 @@
+"""The ``rag`` command line: ingest, query, and the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from connectors.filesystem import FilesystemConnector
+from rag.config import Settings
+from rag.errors import RagError
+from rag.identity import UserContext
+from rag.pipeline import IngestSummary, ingest
+from rag.retrieval import Retriever
+
+app = typer.Typer(help="Permission-aware RAG ingestion and retrieval.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where the index lives (default: RAG_DATA_DIR).")
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _ingest(path: Path, settings: Settings, name: str | None) -> IngestSummary:
+    connector = FilesystemConnector(path, name)
+    with Progress(TextColumn("[bold]ingest {task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(connector.name, total=None)
+        return ingest(connector, settings,
+                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _print_summary(summary: IngestSummary) -> None:
+    table = Table(title=f"Ingest summary: {summary.source}", show_header=False)
+    table.add_row("documents listed", str(summary.documents_listed))
+    table.add_row("documents ingested", str(summary.documents_ingested))
+    table.add_row("chunks", str(summary.chunks))
+    table.add_row("tokens", str(summary.tokens))
+    table.add_row("embedding calls", str(summary.embedding_calls))
+    table.add_row("quarantined", str(len(summary.quarantined)))
+    table.add_row("listing complete", str(summary.listing_complete))
+    for stage, seconds in summary.seconds.items():
+        table.add_row(f"time: {stage}", f"{seconds:.2f} s")
+    console.print(table)
+    for record in summary.quarantined:
+        console.print(f"  [yellow]quarantined[/] {record.uri}: {record.reason} ({record.message})")
+    for error in summary.listing_errors:
+        console.print(f"  [red]not listed[/] {error}")
+
+
+@app.command("ingest")
+def ingest_command(
+    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Folder to ingest.")],
+    name: Annotated[str | None, typer.Option(help="Source name (default: folder name).")] = None,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Ingest a folder (ACLs from its .rag-acl.toml policy files) into the index."""
+    try:
+        summary = _ingest(path, _settings(data_dir), name)
+    except RagError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(summary.to_json(), indent=2))
+    else:
+        _print_summary(summary)
+
+
+@app.command("query")
+def query_command(
+    text: Annotated[str, typer.Argument(help="The question.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="The user id asking.")],
+    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="A group of the user.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 5,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as one JSON object.")] = False,
+) -> None:
+    """Search the index as one user; only chunks that user may read come back."""
+    settings = _settings(data_dir)
+    try:
+        context = UserContext.of(user, group or [])
+        hits = Retriever.from_settings(settings).retrieve(text, context, k)
+    except (RagError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps({"query": text, "user": user, "groups": sorted(context.groups),
+                               "hits": [h.to_json() for h in hits]}, indent=2))
+        return
+    if not hits:
+        console.print("No results this user may see.")
+    for rank, hit in enumerate(hits, start=1):
+        console.print(f"[bold]{rank}.[/] {hit.chunk.citation.uri} "
+                      f"[dim](score {hit.score:.3f}, chunk {hit.chunk.id[:12]})[/]")
+        console.print(f"   {_snippet(hit.chunk.text)}")
+
+
+def _snippet(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@app.command("demo")
+def demo_command(data_dir: DataDir = None) -> None:
+    """Ingest the bundled demo company and show how answers differ by user."""
+    from rag.demo import CORPUS_NAME, DEMO_MIN_SCORE, QUESTIONS, USERS, corpus_path
+
+    settings = _settings((data_dir or Path(".rag")) / "demo")
+    console.rule("[bold]Ingesting the Kestrel Dynamics demo corpus")
+    try:
+        summary = _ingest(corpus_path(), settings, CORPUS_NAME)
+        _print_summary(summary)
+        retriever = Retriever.from_settings(settings)
+        for question in QUESTIONS:
+            console.print(f"\n[bold]Q: {question}[/]")
+            for user in USERS:
+                hits = [h for h in retriever.retrieve(question, user, k=1)
+                        if h.score >= DEMO_MIN_SCORE]
+                who = f"{user.user_id} ({', '.join(sorted(user.groups)) or 'no groups'})"
+                if hits:
+                    hit = hits[0]
+                    console.print(f"  {who:<28} [cyan]{hit.chunk.citation.uri}[/] "
+                                  f"[dim]{hit.score:.2f}[/]  {_snippet(hit.chunk.text, 60)}")
+                else:
+                    console.print(f"  {who:<28} [dim]nothing relevant this user may read[/]")
+    except RagError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc

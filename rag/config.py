@@ -1,0 +1,84 @@
+"""The one settings root. Built once per entry point (env prefix ``RAG_``) and passed down.
+
+Nested sections use ``__`` in environment variables, e.g. ``RAG_CHUNKING__MAX_TOKENS=300``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParsingSettings(_Section):
+    max_file_bytes: int = Field(50 * 1024 * 1024, gt=0, description="Larger files are quarantined.")
+    strategy: Literal["fast"] = Field("fast", description="unstructured partition strategy.")
+
+
+class ChunkingSettings(_Section):
+    encoding: str = Field("cl100k_base", description="tiktoken encoding that counts tokens.")
+    max_tokens: int = Field(200, ge=16, le=8192, description="Upper bound of a chunk's tokens.")
+    overlap_tokens: int = Field(32, ge=0, description="Tokens repeated from the previous chunk.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.overlap_tokens >= self.max_tokens // 2:
+            raise ValueError("overlap_tokens must be below half of max_tokens")
+        return self
+
+
+class EmbeddingSettings(_Section):
+    provider: Literal["minilm", "hash"] = Field(
+        "minilm", description="minilm: offline all-MiniLM-L6-v2 (ONNX); hash: deterministic fake."
+    )
+    batch_size: int = Field(32, ge=1, le=1024)
+    max_sequence_tokens: int = Field(256, ge=8, le=512, description="Model input truncation.")
+    hash_dimension: int = Field(384, ge=2, description="Dimension of the hash embedder.")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = runtime default.")
+
+
+class StoreSettings(_Section):
+    backend: Literal["lancedb"] = "lancedb"
+    uri: Path | None = Field(None, description="Store location; default <data_dir>/lancedb.")
+    table: str = Field("chunks", pattern=r"^[A-Za-z0-9_]+$")
+    ann_min_rows: int = Field(
+        0, ge=0, description="Build an ANN index once the table has this many rows (0: never)."
+    )
+    nprobes: int = Field(64, ge=1)
+    refine_factor: int = Field(10, ge=1)
+
+
+class RetrievalSettings(_Section):
+    top_k: int = Field(5, ge=1, le=1000)
+    min_score: float = Field(
+        -1.0, ge=-1.0, le=1.0, description="Drop hits less similar than this (cosine)."
+    )
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline, in one place."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_nested_delimiter="__", extra="forbid", env_file=None
+    )
+
+    data_dir: Path = Field(Path(".rag"), description="Where the embedded store and records live.")
+    parsing: ParsingSettings = ParsingSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    store: StoreSettings = StoreSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+
+    @property
+    def store_uri(self) -> Path:
+        return self.store.uri if self.store.uri is not None else self.data_dir / "lancedb"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"

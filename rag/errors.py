@@ -1,0 +1,84 @@
+"""The exception hierarchy of the project. Every error we raise is one of these.
+
+    RagError
+    ├── ConfigurationError        settings are missing or contradict each other
+    ├── AccessDeniedError         no identity, or an identity we refuse to search for
+    │   └── InvalidPrincipalError a principal string that is not of our grammar
+    ├── MissingAclError           a document arrived without an ACL and is not explicitly public
+    ├── DocumentError             one source document cannot be ingested (it is quarantined)
+    │   ├── UnsupportedFormatError
+    │   ├── ParseError
+    │   ├── EmptyDocumentError
+    │   ├── EncryptedDocumentError
+    │   └── DocumentTooLargeError
+    ├── EmbeddingError            the embedding backend failed
+    │   └── EmbeddingMismatchError an index was built with another model or dimension
+    ├── StoreError                the vector store failed
+    └── ConnectorError            a source could not be listed or read
+
+Third-party errors are translated at the boundary with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class of every error this project raises."""
+
+
+class ConfigurationError(RagError):
+    """Settings are missing, invalid, or contradict each other."""
+
+
+class AccessDeniedError(RagError):
+    """A search without an identity, or for an identity we refuse to search for."""
+
+
+class InvalidPrincipalError(AccessDeniedError, ValueError):
+    """A principal string that does not follow ``user:<id>``, ``group:<id>`` or ``public``."""
+
+
+class MissingAclError(RagError):
+    """A document without an ACL that is not explicitly public: it is never indexed."""
+
+
+class DocumentError(RagError):
+    """One source document cannot be ingested; the pipeline quarantines it and goes on."""
+
+    reason_code = "error"
+
+
+class UnsupportedFormatError(DocumentError):
+    reason_code = "unsupported_format"
+
+
+class ParseError(DocumentError):
+    reason_code = "parse_error"
+
+
+class EmptyDocumentError(DocumentError):
+    reason_code = "empty"
+
+
+class EncryptedDocumentError(DocumentError):
+    reason_code = "encrypted"
+
+
+class DocumentTooLargeError(DocumentError):
+    reason_code = "too_large"
+
+
+class EmbeddingError(RagError):
+    """The embedding backend failed."""
+
+
+class EmbeddingMismatchError(EmbeddingError):
+    """The index was built with another embedding model or dimension."""
+
+
+class StoreError(RagError):
+    """The vector store failed."""
+
+
+class ConnectorError(RagError):
+    """A source could not be listed or read."""

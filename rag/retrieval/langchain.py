@@ -1,0 +1,47 @@
+"""The one module that imports LangChain: a ``BaseRetriever`` over :class:`Retriever`.
+
+    retriever = PermissionAwareRetriever(core=Retriever(store, embedder),
+                                         user=UserContext.of("alice", ["hr"]))
+    docs = retriever.invoke("How many vacation days do I get?")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from rag.identity import UserContext
+from rag.models import SearchHit
+from rag.retrieval.core import Retriever
+
+
+class PermissionAwareRetriever(BaseRetriever):
+    """A LangChain retriever bound to one user; build one per request."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    core: Retriever
+    user: UserContext | None
+    k: int = 5
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        return [to_document(hit) for hit in self.core.retrieve(query, self.user, self.k)]
+
+
+def to_document(hit: SearchHit) -> Document:
+    """A LangChain Document with the chunk's id, score and citation in its metadata."""
+    chunk = hit.chunk
+    metadata: dict[str, Any] = {
+        "chunk_id": chunk.id,
+        "document_id": chunk.document_id,
+        "source": chunk.source,
+        "score": hit.score,
+        **chunk.citation.model_dump(),
+    }
+    return Document(id=chunk.id, page_content=chunk.text, metadata=metadata)

@@ -1,0 +1,15 @@
+"""Vector store backends, one per module, behind the :class:`VectorStore` protocol."""
+
+from __future__ import annotations
+
+from rag.config import Settings
+from rag.stores.base import IndexInfo, VectorStore
+
+__all__ = ["IndexInfo", "VectorStore", "build_store"]
+
+
+def build_store(settings: Settings) -> VectorStore:
+    """The store the settings name. Construction does no I/O."""
+    from rag.stores.lancedb import LanceDBStore
+
+    return LanceDBStore(settings.store_uri, settings.store)

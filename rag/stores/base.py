@@ -1,0 +1,71 @@
+"""The VectorStore protocol every backend implements, and the checks they share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Final, Protocol, runtime_checkable
+
+from rag.embeddings.base import Vectors
+from rag.errors import AccessDeniedError, EmbeddingMismatchError, StoreError
+from rag.identity import validate_principal
+from rag.models import Chunk, SearchHit
+
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,256}$")
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index was built with; a store refuses vectors of another model."""
+
+    model_id: str
+    dimension: int
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Chunks with vectors and ACLs. Search always carries the caller's principals."""
+
+    def ensure_index(self, info: IndexInfo) -> None:
+        """Create the index for ``info``, or check an existing one was built with it."""
+        ...
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
+        """Insert or replace chunks by id (idempotent)."""
+        ...
+
+    def delete_document(self, document_id: str, keep: Collection[str] = ()) -> None:
+        """Delete a document's chunks, except the chunk ids in ``keep``."""
+        ...
+
+    def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+        """The ``k`` nearest chunks that ``principals`` may read, ACL-filtered inside the search."""
+        ...
+
+    def count(self) -> int:
+        """Number of chunks in the index."""
+        ...
+
+
+def checked_principals(principals: AbstractSet[str]) -> list[str]:
+    """Validated, sorted principals; an empty set is refused (deny by default)."""
+    if not principals:
+        raise AccessDeniedError("search without principals is refused")
+    return sorted(validate_principal(p) for p in principals)
+
+
+def checked_id(value: str) -> str:
+    """A document or chunk id safe to place in a filter expression."""
+    if not _ID_RE.fullmatch(value):
+        raise StoreError(f"invalid id {value!r}")
+    return value
+
+
+def check_compatible(existing: IndexInfo, wanted: IndexInfo) -> None:
+    if existing != wanted:
+        raise EmbeddingMismatchError(
+            f"index was built with {existing.model_id} ({existing.dimension} dims), "
+            f"refusing {wanted.model_id} ({wanted.dimension} dims); re-ingest into a new index"
+        )

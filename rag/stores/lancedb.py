@@ -1,0 +1,219 @@
+"""The embedded store: LanceDB on local disk, ACL pre-filtered vector search.
+
+Each chunk row holds its ``allow`` and ``deny`` principals as ``list<string>`` columns with
+LabelList scalar indexes; a search compiles the caller's principals into a filter that LanceDB
+applies *before* the vector search (``prefilter=True``), so restrictive ACLs still get the full k.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from collections.abc import Set as AbstractSet
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pyarrow as pa
+
+from rag.config import StoreSettings
+from rag.embeddings.base import Vectors
+from rag.errors import AccessDeniedError, StoreError
+from rag.models import Acl, Chunk, Citation, SearchHit
+from rag.stores.base import IndexInfo, check_compatible, checked_id, checked_principals
+
+_RESULT_COLUMNS: Final = [
+    "id", "document_id", "source", "ordinal", "text", "token_count",
+    "allow", "deny", "citation", "metadata", "_distance",
+]
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def compile_acl_filter(principals: AbstractSet[str]) -> str:
+    """The LanceDB (DataFusion SQL) filter admitting rows ``principals`` may read.
+
+    Pure and deterministic. Principals are validated against the principal grammar (no quotes or
+    brackets can pass) and quoted as SQL literals as well. Deny wins over allow.
+    """
+    literals = ", ".join(_quote(p) for p in checked_principals(principals))
+    return f"array_has_any(allow, [{literals}]) AND NOT array_has_any(deny, [{literals}])"
+
+
+def _schema(dimension: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("document_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("ordinal", pa.int32(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("token_count", pa.int32(), nullable=False),
+        pa.field("allow", pa.list_(pa.string()), nullable=False),
+        pa.field("deny", pa.list_(pa.string()), nullable=False),
+        pa.field("citation", pa.string(), nullable=False),
+        pa.field("metadata", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
+    ])
+
+
+class LanceDBStore:
+    """A VectorStore on LanceDB. Construction does no I/O; the table opens on first use."""
+
+    def __init__(self, uri: Path, settings: StoreSettings) -> None:
+        self._uri = uri
+        self._settings = settings
+        self._db: Any = None
+        self._table: Any = None
+        self._info: IndexInfo | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        if self._db is None:
+            import lancedb
+
+            self._uri.mkdir(parents=True, exist_ok=True)
+            self._db = lancedb.connect(str(self._uri))
+        return self._db
+
+    @property
+    def _meta_name(self) -> str:
+        return f"{self._settings.table}__meta"
+
+    def _table_names(self) -> set[str]:
+        return set(self._connect().list_tables().tables)
+
+    def ensure_index(self, info: IndexInfo) -> None:
+        db = self._connect()
+        names = self._table_names()
+        if self._meta_name in names:
+            existing = self._read_info()
+            check_compatible(existing, info)
+        else:
+            meta = pa.table({"key": ["model_id", "dimension"],
+                             "value": [info.model_id, str(info.dimension)]})
+            db.create_table(self._meta_name, meta, mode="overwrite")
+        if self._settings.table not in names:
+            db.create_table(self._settings.table, schema=_schema(info.dimension), exist_ok=True)
+        self._table = db.open_table(self._settings.table)
+        self._info = info
+
+    def _read_info(self) -> IndexInfo:
+        rows = self._connect().open_table(self._meta_name).to_arrow().to_pylist()
+        values = {r["key"]: r["value"] for r in rows}
+        return IndexInfo(model_id=values["model_id"], dimension=int(values["dimension"]))
+
+    def index_info(self) -> IndexInfo | None:
+        """What the existing index was built with, or None if there is none yet."""
+        if self._meta_name not in self._table_names():
+            return None
+        return self._read_info()
+
+    def _require_table(self) -> Any:
+        if self._table is None:
+            info = self.index_info()
+            if info is None:
+                raise StoreError(f"no index at {self._uri}: ingest something first")
+            self.ensure_index(info)
+        return self._table
+
+    # -- writes ------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
+        if not chunks:
+            return
+        if vectors.shape[0] != len(chunks):
+            raise StoreError(f"{len(chunks)} chunks but {vectors.shape[0]} vectors")
+        table = self._require_table()
+        data = self._to_arrow(chunks, vectors)
+        try:
+            (table.merge_insert("id").when_matched_update_all()
+             .when_not_matched_insert_all().execute(data))
+        except Exception as exc:
+            raise StoreError(f"LanceDB upsert failed: {exc}") from exc
+
+    def _to_arrow(self, chunks: Sequence[Chunk], vectors: Vectors) -> pa.Table:
+        assert self._info is not None
+        dim = self._info.dimension
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        return pa.table({
+            "id": [checked_id(c.id) for c in chunks],
+            "document_id": [checked_id(c.document_id) for c in chunks],
+            "source": [c.source for c in chunks],
+            "ordinal": pa.array([c.ordinal for c in chunks], pa.int32()),
+            "text": [c.text for c in chunks],
+            "token_count": pa.array([c.token_count for c in chunks], pa.int32()),
+            "allow": pa.array([sorted(c.acl.allow) for c in chunks], pa.list_(pa.string())),
+            "deny": pa.array([sorted(c.acl.deny) for c in chunks], pa.list_(pa.string())),
+            "citation": [c.citation.model_dump_json() for c in chunks],
+            "metadata": [json.dumps(c.metadata, sort_keys=True) for c in chunks],
+            "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+        }, schema=_schema(dim))
+
+    def delete_document(self, document_id: str, keep: Collection[str] = ()) -> None:
+        table = self._require_table()
+        where = f"document_id = {_quote(checked_id(document_id))}"
+        if keep:
+            kept = ", ".join(_quote(checked_id(i)) for i in sorted(keep))
+            where += f" AND id NOT IN ({kept})"
+        try:
+            table.delete(where)
+        except Exception as exc:
+            raise StoreError(f"LanceDB delete failed: {exc}") from exc
+
+    def optimize(self) -> None:
+        """Build the ACL label indexes (and the ANN index when the table is large enough)."""
+        table = self._require_table()
+        rows = table.count_rows()
+        if rows == 0:
+            return
+        try:
+            for column in ("allow", "deny", "document_id"):
+                kind = "BTREE" if column == "document_id" else "LABEL_LIST"
+                table.create_scalar_index(column, index_type=kind, replace=True)
+            if self._settings.ann_min_rows and rows >= self._settings.ann_min_rows:
+                table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", replace=True)
+            table.optimize()
+        except Exception as exc:
+            raise StoreError(f"LanceDB index build failed: {exc}") from exc
+
+    # -- reads -------------------------------------------------------------------------------
+    def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+        if not principals:
+            raise AccessDeniedError("search without principals is refused")
+        where = compile_acl_filter(principals)
+        table = self._require_table()
+        assert self._info is not None
+        if vector.shape != (self._info.dimension,):
+            raise StoreError(f"query vector shape {vector.shape} != ({self._info.dimension},)")
+        query = (table.search(vector.astype(np.float32), vector_column_name="vector")
+                 .distance_type("cosine").where(where, prefilter=True)
+                 .select(_RESULT_COLUMNS).limit(k))
+        if self._settings.ann_min_rows:
+            query = query.nprobes(self._settings.nprobes).refine_factor(self._settings.refine_factor)
+        try:
+            rows = query.to_arrow().to_pylist()
+        except Exception as exc:
+            raise StoreError(f"LanceDB search failed: {exc}") from exc
+        return [SearchHit(chunk=_chunk(r), score=1.0 - float(r["_distance"])) for r in rows]
+
+    def count(self) -> int:
+        return int(self._require_table().count_rows())
+
+    def chunk_ids(self) -> set[str]:
+        """Every chunk id in the index (for audits and tests)."""
+        return set(self._require_table().to_arrow().column("id").to_pylist())
+
+
+def _chunk(row: dict[str, Any]) -> Chunk:
+    return Chunk(
+        id=row["id"],
+        document_id=row["document_id"],
+        source=row["source"],
+        ordinal=row["ordinal"],
+        text=row["text"],
+        token_count=row["token_count"],
+        acl=Acl(allow=frozenset(row["allow"]), deny=frozenset(row["deny"])),
+        citation=Citation.model_validate_json(row["citation"]),
+        metadata=json.loads(row["metadata"]),
+    )

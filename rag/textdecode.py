@@ -1,0 +1,49 @@
+"""Decoding text files of unknown encoding (UTF-8/16/32 with or without BOM, cp1252, latin-1)."""
+
+from __future__ import annotations
+
+import codecs
+from typing import Final
+
+from charset_normalizer import from_bytes
+
+from rag.errors import ParseError
+
+_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_MAX_CONTROL_SHARE: Final = 0.05
+
+
+def decode_text(data: bytes) -> str:
+    """Decode ``data`` to text, or raise ParseError if it is not text in any known encoding."""
+    text = _decode(data)
+    if text is None or _looks_binary(text):
+        raise ParseError("undecodable: not text in any detected encoding")
+    return text
+
+
+def _decode(data: bytes) -> str | None:
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError:
+                return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    best = from_bytes(data).best()
+    return None if best is None else str(best)
+
+
+def _looks_binary(text: str) -> bool:
+    if not text:
+        return False
+    control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f\v")
+    return control / len(text) > _MAX_CONTROL_SHARE
