@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.base import Listing
-from rag.errors import ConnectorError, InvalidPrincipalError
+from rag.errors import ConfigurationError, ConnectorError, InvalidPrincipalError
 from rag.identity import PUBLIC, Principal
 from rag.models import Acl, SourceDocument, stable_hash
 from rag.parsing import mime_type_for
@@ -38,6 +39,7 @@ from rag.parsing import mime_type_for
 log = logging.getLogger(__name__)
 
 POLICY_FILE: Final = ".rag-acl.toml"
+_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 
 
 class _Rule(BaseModel):
@@ -73,6 +75,8 @@ class FilesystemConnector:
     def __init__(self, root: Path, name: str | None = None) -> None:
         self._root = Path(root)
         self._name = name or self._root.resolve().name or "filesystem"
+        if not _NAME_RE.fullmatch(self._name):
+            raise ConfigurationError(f"source name {self._name!r} must match {_NAME_RE.pattern}")
 
     @property
     def name(self) -> str:
@@ -121,8 +125,12 @@ class FilesystemConnector:
             return _Folder(inherited, {})
         try:
             policy = _Policy.model_validate(tomllib.loads(file.read_text("utf-8")))
-        except (tomllib.TOMLDecodeError, ValidationError, InvalidPrincipalError,
-                UnicodeDecodeError) as exc:
+        except (
+            tomllib.TOMLDecodeError,
+            ValidationError,
+            InvalidPrincipalError,
+            UnicodeDecodeError,
+        ) as exc:
             raise ConnectorError(f"malformed {POLICY_FILE}: {exc}".splitlines()[0]) from exc
         return _Folder(policy.apply(inherited), policy.files)
 
@@ -153,4 +161,3 @@ class FilesystemConnector:
             return path.read_bytes()
         except OSError as exc:
             raise ConnectorError(f"cannot read {document.uri}: {exc}") from exc
-

@@ -161,4 +161,5 @@ class Chunker:
 
 
 def _join(units: list[_Unit]) -> tuple[str, int | None]:
-    return _SEPARATOR.join(u.text for u in units), units[0].page
+    page = next((u.page for u in units if u.page is not None), None)
+    return _SEPARATOR.join(u.text for u in units), page

@@ -35,17 +35,28 @@ def _settings(data_dir: Path | None) -> Settings:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _ingest(path: Path, settings: Settings, name: str | None) -> IngestSummary:
     connector = FilesystemConnector(path, name)
-    with Progress(TextColumn("[bold]ingest {task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]ingest {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task(connector.name, total=None)
-        return ingest(connector, settings,
-                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+        return ingest(
+            connector,
+            settings,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
 
 
 def _print_summary(summary: IngestSummary) -> None:
@@ -89,7 +100,9 @@ def ingest_command(
 def query_command(
     text: Annotated[str, typer.Argument(help="The question.")],
     user: Annotated[str, typer.Option("--user", "-u", help="The user id asking.")],
-    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="A group of the user.")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="A group of the user.")
+    ] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 5,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as one JSON object.")] = False,
@@ -103,14 +116,25 @@ def query_command(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     if as_json:
-        typer.echo(json.dumps({"query": text, "user": user, "groups": sorted(context.groups),
-                               "hits": [h.to_json() for h in hits]}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "query": text,
+                    "user": user,
+                    "groups": sorted(context.groups),
+                    "hits": [h.to_json() for h in hits],
+                },
+                indent=2,
+            )
+        )
         return
     if not hits:
         console.print("No results this user may see.")
     for rank, hit in enumerate(hits, start=1):
-        console.print(f"[bold]{rank}.[/] {hit.chunk.citation.uri} "
-                      f"[dim](score {hit.score:.3f}, chunk {hit.chunk.id[:12]})[/]")
+        console.print(
+            f"[bold]{rank}.[/] {hit.chunk.citation.uri} "
+            f"[dim](score {hit.score:.3f}, chunk {hit.chunk.id[:12]})[/]"
+        )
         console.print(f"   {_snippet(hit.chunk.text)}")
 
 
@@ -133,13 +157,16 @@ def demo_command(data_dir: DataDir = None) -> None:
         for question in QUESTIONS:
             console.print(f"\n[bold]Q: {question}[/]")
             for user in USERS:
-                hits = [h for h in retriever.retrieve(question, user, k=1)
-                        if h.score >= DEMO_MIN_SCORE]
+                hits = [
+                    h for h in retriever.retrieve(question, user, k=1) if h.score >= DEMO_MIN_SCORE
+                ]
                 who = f"{user.user_id} ({', '.join(sorted(user.groups)) or 'no groups'})"
                 if hits:
                     hit = hits[0]
-                    console.print(f"  {who:<28} [cyan]{hit.chunk.citation.uri}[/] "
-                                  f"[dim]{hit.score:.2f}[/]  {_snippet(hit.chunk.text, 60)}")
+                    console.print(
+                        f"  {who:<28} [cyan]{hit.chunk.citation.uri}[/] "
+                        f"[dim]{hit.score:.2f}[/]  {_snippet(hit.chunk.text, 60)}"
+                    )
                 else:
                     console.print(f"  {who:<28} [dim]nothing relevant this user may read[/]")
     except RagError as exc:

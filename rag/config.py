@@ -52,6 +52,9 @@ class StoreSettings(_Section):
     )
     nprobes: int = Field(64, ge=1)
     refine_factor: int = Field(10, ge=1)
+    read_consistency_seconds: float = Field(
+        0.0, ge=0, description="How stale a reader may be before it sees other writers' commits."
+    )
 
 
 class RetrievalSettings(_Section):

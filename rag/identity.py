@@ -26,8 +26,10 @@ _PRINCIPAL_RE: Final = re.compile(rf"^(?:{PUBLIC}|(?:user|group):{_ID})$")
 def validate_principal(value: str) -> str:
     """Return ``value`` if it is a well-formed principal, else raise InvalidPrincipalError."""
     if not isinstance(value, str) or not _PRINCIPAL_RE.fullmatch(value):
-        raise InvalidPrincipalError(f"invalid principal {value!r}: expected user:<id>, "
-                                    f"group:<id> or {PUBLIC!r} with ids of [A-Za-z0-9._@+-]")
+        raise InvalidPrincipalError(
+            f"invalid principal {value!r}: expected user:<id>, "
+            f"group:<id> or {PUBLIC!r} with ids of [A-Za-z0-9._@+-]"
+        )
     return value
 
 

@@ -154,8 +154,10 @@ class Ingestor:
         if chunks:
             with summary.timed("embed"):
                 vectors = embed_in_batches(
-                    self._embedder, [c.text for c in chunks],
-                    self._settings.embedding.batch_size, self._stats,
+                    self._embedder,
+                    [c.text for c in chunks],
+                    self._settings.embedding.batch_size,
+                    self._stats,
                 )
             with summary.timed("load"):
                 self._store.upsert(chunks, vectors)

@@ -32,10 +32,17 @@ class Quarantine:
     def _path(self, source: str, document_id: str) -> Path:
         return self._root / source / f"{document_id}.json"
 
-    def put(self, document: SourceDocument, stage: str, reason: str, message: str) -> QuarantineRecord:
+    def put(
+        self, document: SourceDocument, stage: str, reason: str, message: str
+    ) -> QuarantineRecord:
         record = QuarantineRecord(
-            source=document.source, document_id=document.id, uri=document.uri, stage=stage,
-            reason=reason, message=message, at=datetime.now(UTC),
+            source=document.source,
+            document_id=document.id,
+            uri=document.uri,
+            stage=stage,
+            reason=reason,
+            message=message,
+            at=datetime.now(UTC),
         )
         path = self._path(document.source, document.id)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,5 +54,7 @@ class Quarantine:
 
     def records(self, source: str | None = None) -> list[QuarantineRecord]:
         pattern = f"{source}/*.json" if source else "*/*.json"
-        return [QuarantineRecord.model_validate(json.loads(p.read_text("utf-8")))
-                for p in sorted(self._root.glob(pattern))]
+        return [
+            QuarantineRecord.model_validate(json.loads(p.read_text("utf-8")))
+            for p in sorted(self._root.glob(pattern))
+        ]

@@ -17,6 +17,7 @@ _BOMS: Final = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _MAX_CONTROL_SHARE: Final = 0.05
+_PREFERRED: Final = "cp1252"
 
 
 def decode_text(data: bytes) -> str:
@@ -38,8 +39,15 @@ def _decode(data: bytes) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    best = from_bytes(data).best()
-    return None if best is None else str(best)
+    matches = list(from_bytes(data))
+    if not matches:
+        return None
+    # Equally plausible single-byte code pages are common for short Western text; prefer
+    # windows-1252, as browsers do for text labelled latin-1 (WHATWG Encoding Standard).
+    top = (matches[0].chaos, matches[0].coherence)
+    tied = [m for m in matches if (m.chaos, m.coherence) == top]
+    preferred = [m for m in tied if _PREFERRED in m.could_be_from_charset]
+    return data.decode(_PREFERRED) if preferred else str(matches[0])
 
 
 def _looks_binary(text: str) -> bool:

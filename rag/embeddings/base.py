@@ -44,7 +44,7 @@ def embed_query(embedder: Embedder, text: str) -> Vectors:
     """One query vector, shape (dimension,)."""
     vectors = embedder.embed_batch([text], kind="query")
     _check_shape(embedder, vectors, 1)
-    return vectors[0]
+    return np.asarray(vectors[0], dtype=np.float32)
 
 
 def embed_in_batches(
@@ -79,4 +79,5 @@ def _check_shape(embedder: Embedder, vectors: Vectors, rows: int) -> None:
 def normalize(vectors: NDArray[np.floating]) -> Vectors:
     """Scale rows to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    out: Vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out

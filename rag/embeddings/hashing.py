@@ -7,6 +7,7 @@ gets the same vector. It is not a semantic model; never use it for real retrieva
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 
@@ -35,7 +36,7 @@ class HashEmbedder:
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for row, text in enumerate(texts):
             words = _WORD.findall(text.lower())
-            for feature in (*words, *(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))):
+            for feature in (*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))):
                 digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
                 bucket = int.from_bytes(digest[:4], "little") % self._dimension
                 out[row, bucket] += 1.0 if digest[4] & 1 else -1.0

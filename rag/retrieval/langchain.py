@@ -1,8 +1,8 @@
 """The one module that imports LangChain: a ``BaseRetriever`` over :class:`Retriever`.
 
-    retriever = PermissionAwareRetriever(core=Retriever(store, embedder),
-                                         user=UserContext.of("alice", ["hr"]))
-    docs = retriever.invoke("How many vacation days do I get?")
+retriever = PermissionAwareRetriever(core=Retriever(store, embedder),
+                                     user=UserContext.of("alice", ["hr"]))
+docs = retriever.invoke("How many vacation days do I get?")
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,8 +24,17 @@ from rag.models import Acl, Chunk, Citation, SearchHit
 from rag.stores.base import IndexInfo, check_compatible, checked_id, checked_principals
 
 _RESULT_COLUMNS: Final = [
-    "id", "document_id", "source", "ordinal", "text", "token_count",
-    "allow", "deny", "citation", "metadata", "_distance",
+    "id",
+    "document_id",
+    "source",
+    "ordinal",
+    "text",
+    "token_count",
+    "allow",
+    "deny",
+    "citation",
+    "metadata",
+    "_distance",
 ]
 
 
@@ -43,19 +53,21 @@ def compile_acl_filter(principals: AbstractSet[str]) -> str:
 
 
 def _schema(dimension: int) -> pa.Schema:
-    return pa.schema([
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("document_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("ordinal", pa.int32(), nullable=False),
-        pa.field("text", pa.string(), nullable=False),
-        pa.field("token_count", pa.int32(), nullable=False),
-        pa.field("allow", pa.list_(pa.string()), nullable=False),
-        pa.field("deny", pa.list_(pa.string()), nullable=False),
-        pa.field("citation", pa.string(), nullable=False),
-        pa.field("metadata", pa.string(), nullable=False),
-        pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
-    ])
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("document_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("ordinal", pa.int32(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("token_count", pa.int32(), nullable=False),
+            pa.field("allow", pa.list_(pa.string()), nullable=False),
+            pa.field("deny", pa.list_(pa.string()), nullable=False),
+            pa.field("citation", pa.string(), nullable=False),
+            pa.field("metadata", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
+        ]
+    )
 
 
 class LanceDBStore:
@@ -74,7 +86,12 @@ class LanceDBStore:
             import lancedb
 
             self._uri.mkdir(parents=True, exist_ok=True)
-            self._db = lancedb.connect(str(self._uri))
+            self._db = lancedb.connect(
+                str(self._uri),
+                read_consistency_interval=timedelta(
+                    seconds=self._settings.read_consistency_seconds
+                ),
+            )
         return self._db
 
     @property
@@ -91,8 +108,9 @@ class LanceDBStore:
             existing = self._read_info()
             check_compatible(existing, info)
         else:
-            meta = pa.table({"key": ["model_id", "dimension"],
-                             "value": [info.model_id, str(info.dimension)]})
+            meta = pa.table(
+                {"key": ["model_id", "dimension"], "value": [info.model_id, str(info.dimension)]}
+            )
             db.create_table(self._meta_name, meta, mode="overwrite")
         if self._settings.table not in names:
             db.create_table(self._settings.table, schema=_schema(info.dimension), exist_ok=True)
@@ -127,8 +145,12 @@ class LanceDBStore:
         table = self._require_table()
         data = self._to_arrow(chunks, vectors)
         try:
-            (table.merge_insert("id").when_matched_update_all()
-             .when_not_matched_insert_all().execute(data))
+            (
+                table.merge_insert("id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(data)
+            )
         except Exception as exc:
             raise StoreError(f"LanceDB upsert failed: {exc}") from exc
 
@@ -136,19 +158,22 @@ class LanceDBStore:
         assert self._info is not None
         dim = self._info.dimension
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-        return pa.table({
-            "id": [checked_id(c.id) for c in chunks],
-            "document_id": [checked_id(c.document_id) for c in chunks],
-            "source": [c.source for c in chunks],
-            "ordinal": pa.array([c.ordinal for c in chunks], pa.int32()),
-            "text": [c.text for c in chunks],
-            "token_count": pa.array([c.token_count for c in chunks], pa.int32()),
-            "allow": pa.array([sorted(c.acl.allow) for c in chunks], pa.list_(pa.string())),
-            "deny": pa.array([sorted(c.acl.deny) for c in chunks], pa.list_(pa.string())),
-            "citation": [c.citation.model_dump_json() for c in chunks],
-            "metadata": [json.dumps(c.metadata, sort_keys=True) for c in chunks],
-            "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
-        }, schema=_schema(dim))
+        return pa.table(
+            {
+                "id": [checked_id(c.id) for c in chunks],
+                "document_id": [checked_id(c.document_id) for c in chunks],
+                "source": [c.source for c in chunks],
+                "ordinal": pa.array([c.ordinal for c in chunks], pa.int32()),
+                "text": [c.text for c in chunks],
+                "token_count": pa.array([c.token_count for c in chunks], pa.int32()),
+                "allow": pa.array([sorted(c.acl.allow) for c in chunks], pa.list_(pa.string())),
+                "deny": pa.array([sorted(c.acl.deny) for c in chunks], pa.list_(pa.string())),
+                "citation": [c.citation.model_dump_json() for c in chunks],
+                "metadata": [json.dumps(c.metadata, sort_keys=True) for c in chunks],
+                "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+            },
+            schema=_schema(dim),
+        )
 
     def delete_document(self, document_id: str, keep: Collection[str] = ()) -> None:
         table = self._require_table()
@@ -186,11 +211,17 @@ class LanceDBStore:
         assert self._info is not None
         if vector.shape != (self._info.dimension,):
             raise StoreError(f"query vector shape {vector.shape} != ({self._info.dimension},)")
-        query = (table.search(vector.astype(np.float32), vector_column_name="vector")
-                 .distance_type("cosine").where(where, prefilter=True)
-                 .select(_RESULT_COLUMNS).limit(k))
+        query = (
+            table.search(vector.astype(np.float32), vector_column_name="vector")
+            .distance_type("cosine")
+            .where(where, prefilter=True)
+            .select(_RESULT_COLUMNS)
+            .limit(k)
+        )
         if self._settings.ann_min_rows:
-            query = query.nprobes(self._settings.nprobes).refine_factor(self._settings.refine_factor)
+            query = query.nprobes(self._settings.nprobes).refine_factor(
+                self._settings.refine_factor
+            )
         try:
             rows = query.to_arrow().to_pylist()
         except Exception as exc:
