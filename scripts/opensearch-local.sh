@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# A real single-node OpenSearch 2.19.1 with the k-NN plugin, without Docker.
+#
+#   scripts/opensearch-local.sh provision        # download + assemble once (cached)
+#   scripts/opensearch-local.sh start [PORT]     # start on 127.0.0.1:PORT, wait for health
+#   scripts/opensearch-local.sh stop [PORT]
+#
+# Assembled from Maven Central: the integ-test distribution, lang-painless as a module (k-NN
+# extends it) and the k-NN plugin (lucene engine; the Maven zip carries no faiss/nmslib
+# natives). OpenSearch refuses to run as root, so it runs as the unprivileged user `opensearch`.
+set -euo pipefail
+
+OS_VERSION=${RAG_OPENSEARCH_VERSION:-2.19.1}
+KNN_VERSION=${RAG_OPENSEARCH_KNN_VERSION:-${OS_VERSION}.0}
+CACHE=${RAG_OPENSEARCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rag-opensearch/$OS_VERSION}
+RUN_ROOT=${RAG_OPENSEARCH_RUN:-/tmp/rag-opensearch}
+HEAP=${RAG_OPENSEARCH_HEAP:-768m}
+MDP=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
+HOME_DIR=$CACHE/opensearch-$OS_VERSION
+RUN_USER=opensearch
+
+java_home() {
+  for j in "${JAVA_HOME:-}" /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64 \
+           /usr/lib/jvm/temurin-17-jdk-amd64; do
+    if [ -n "$j" ] && [ -x "$j/bin/java" ] && "$j/bin/java" -version 2>&1 | grep -q '"17\.'; then
+      echo "$j"; return; fi
+  done
+  echo "opensearch-local: Java 17 not found (set JAVA_HOME)" >&2; exit 1
+}
+
+provision() {
+  if [ -f "$CACHE/.provisioned" ]; then return; fi
+  command -v mvn >/dev/null || { echo "opensearch-local: maven is required" >&2; exit 1; }
+  rm -rf "$CACHE"; mkdir -p "$CACHE/dl" "$CACHE/pl"
+  for artifact in "org.opensearch.distribution.integ-test-zip:opensearch:$OS_VERSION:zip" \
+                  "org.opensearch.plugin:opensearch-knn:$KNN_VERSION:zip"; do
+    mvn -B -q "$MDP:copy" -Dartifact="$artifact" -DoutputDirectory="$CACHE/dl"
+  done
+  unzip -q "$CACHE/dl/opensearch-$OS_VERSION.zip" -d "$CACHE"
+  cat > "$CACHE/pl/pom.xml" <<POM
+<project><modelVersion>4.0.0</modelVersion><groupId>rag</groupId><artifactId>painless</artifactId>
+<version>1</version><dependencies><dependency><groupId>org.opensearch.plugin</groupId>
+<artifactId>lang-painless</artifactId><version>$OS_VERSION</version><exclusions><exclusion>
+<groupId>org.opensearch</groupId><artifactId>*</artifactId></exclusion></exclusions></dependency>
+</dependencies></project>
+POM
+  local module=$HOME_DIR/modules/lang-painless
+  mkdir -p "$module"
+  mvn -B -q -f "$CACHE/pl/pom.xml" "$MDP:copy-dependencies" -DincludeScope=runtime \
+      -DoutputDirectory="$module"
+  local clash; clash=$(comm -12 <(ls "$HOME_DIR/lib") <(ls "$module"))
+  if [ -n "$clash" ]; then echo "opensearch-local: jar hell: $clash" >&2; exit 1; fi
+  local cls
+  cls=$(unzip -l "$module/lang-painless-$OS_VERSION.jar" \
+        | grep -oE 'org/opensearch/painless/PainlessModulePlugin\.class|org/opensearch/painless/PainlessPlugin\.class' \
+        | head -1 | sed 's#/#.#g;s#\.class$##')
+  printf 'name=lang-painless\ndescription=painless\nversion=%s\nopensearch.version=%s\njava.version=11\nclassname=%s\n' \
+    "$OS_VERSION" "$OS_VERSION" "$cls" > "$module/plugin-descriptor.properties"
+  printf 'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n  permission java.lang.RuntimePermission "getClassLoader";\n};\n' \
+    > "$module/plugin-security.policy"
+  JAVA_HOME=$(java_home) OPENSEARCH_JAVA_HOME=$(java_home) \
+    "$HOME_DIR/bin/opensearch-plugin" install --batch "file://$CACHE/dl/opensearch-knn-$KNN_VERSION.zip" >/dev/null
+  cat >> "$HOME_DIR/config/opensearch.yml" <<YML
+cluster.name: rag-local
+discovery.type: single-node
+network.host: 127.0.0.1
+node.store.allow_mmap: false
+bootstrap.system_call_filter: false
+cluster.routing.allocation.disk.threshold_enabled: false
+action.auto_create_index: true
+YML
+  rm -rf "$CACHE/dl" "$CACHE/pl"
+  touch "$CACHE/.provisioned"
+}
+
+ensure_user() {
+  if [ "$(id -u)" -ne 0 ]; then return; fi
+  id -u "$RUN_USER" >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin "$RUN_USER"
+}
+
+as_user() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u "$RUN_USER" -- "$@"; else "$@"; fi
+}
+
+start() {
+  local port=${1:-9250}
+  provision
+  ensure_user
+  local run=$RUN_ROOT/$port
+  rm -rf "$run"; mkdir -p "$run/data" "$run/logs" "$run/config"
+  cp -r "$HOME_DIR/config/." "$run/config/"
+  # jvm.options writes gc logs, error files and heap dumps relative to OPENSEARCH_HOME
+  sed -i -e "s#file=logs/#file=$run/logs/#" -e "s#ErrorFile=logs/#ErrorFile=$run/logs/#" \
+         -e "s#HeapDumpPath=data#HeapDumpPath=$run/data#" "$run/config/jvm.options"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown -R "$RUN_USER": "$run"
+    chmod -R o+rX "$CACHE"
+    # the opensearch user must be able to reach the cache through every parent directory
+    local d=$CACHE; while [ "$d" != "/" ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+  fi
+  local jh; jh=$(java_home)
+  as_user env JAVA_HOME="$jh" OPENSEARCH_JAVA_HOME="$jh" OPENSEARCH_PATH_CONF="$run/config" \
+    OPENSEARCH_JAVA_OPTS="-Xms$HEAP -Xmx$HEAP -XX:ActiveProcessorCount=2" \
+    "$HOME_DIR/bin/opensearch" -d -p "$run/opensearch.pid" \
+      -Ehttp.port="$port" -Etransport.port=$((port + 100)) \
+      -Epath.data="$run/data" -Epath.logs="$run/logs" >"$run/stdout.log" 2>&1
+  for _ in $(seq 120); do
+    if curl -fs "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null; then
+      echo "opensearch-local: up on 127.0.0.1:$port"; return; fi
+    if [ -f "$run/opensearch.pid" ] && ! kill -0 "$(cat "$run/opensearch.pid")" 2>/dev/null; then break; fi
+    sleep 1
+  done
+  echo "opensearch-local: failed to start; last log lines:" >&2
+  tail -n 30 "$run/logs/rag-local.log" "$run/stdout.log" >&2 2>/dev/null || true
+  exit 1
+}
+
+stop() {
+  local port=${1:-9250}
+  local pidfile=$RUN_ROOT/$port/opensearch.pid
+  if [ -f "$pidfile" ]; then
+    local pid; pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -rf "${RUN_ROOT:?}/$port"
+}
+
+case "${1:-}" in
+  provision) provision; echo "opensearch-local: provisioned at $HOME_DIR" ;;
+  start) start "${2:-9250}" ;;
+  stop) stop "${2:-9250}" ;;
+  home) echo "$HOME_DIR" ;;
+  *) echo "usage: $0 provision|start [PORT]|stop [PORT]|home" >&2; exit 2 ;;
+esac
