@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,8 +43,41 @@ class EmbeddingSettings(_Section):
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = runtime default.")
 
 
+class OpenSearchSettings(_Section):
+    """Connection and index settings of the OpenSearch store."""
+
+    hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
+    alias: str = Field(
+        "rag-chunks",
+        pattern=r"^[a-z0-9][a-z0-9_\-]{0,100}$",
+        description="Searches go through this alias; indexes are versions of it.",
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    aws_sigv4: bool = Field(False, description="Sign requests for Amazon OpenSearch Service.")
+    aws_region: str | None = None
+    aws_service: Literal["es", "aoss"] = Field("es", description="aoss for Serverless.")
+    verify_certs: bool = True
+    ca_certs: Path | None = None
+    timeout_seconds: float = Field(30.0, gt=0)
+    shards: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=0)
+    hnsw_m: int = Field(16, ge=2)
+    hnsw_ef_construction: int = Field(128, ge=8)
+    ef_search: int = Field(100, ge=1, description="Candidates the k-NN query considers.")
+    bulk_batch: int = Field(500, ge=1, description="Documents per bulk request.")
+    max_retries: int = Field(8, ge=0, description="Retries of 429/503 items before failing.")
+    backoff_seconds: float = Field(0.2, gt=0, description="Base of exponential backoff.")
+    backoff_max_seconds: float = Field(10.0, gt=0)
+    refresh: Literal["false", "true", "wait_for"] = Field(
+        "false", description="Refresh after each write; the pipeline refreshes once at the end."
+    )
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant for hybrid search.")
+
+
 class StoreSettings(_Section):
-    backend: Literal["lancedb"] = "lancedb"
+    backend: Literal["lancedb", "opensearch"] = "lancedb"
+    opensearch: OpenSearchSettings = OpenSearchSettings()
     uri: Path | None = Field(None, description="Store location; default <data_dir>/lancedb.")
     table: str = Field("chunks", pattern=r"^[A-Za-z0-9_]+$")
     ann_min_rows: int = Field(

@@ -10,6 +10,10 @@ __all__ = ["IndexInfo", "VectorStore", "build_store"]
 
 def build_store(settings: Settings) -> VectorStore:
     """The store the settings name. Construction does no I/O."""
+    if settings.store.backend == "opensearch":
+        from rag.stores.opensearch import OpenSearchStore
+
+        return OpenSearchStore(settings.store.opensearch)
     from rag.stores.lancedb import LanceDBStore
 
     return LanceDBStore(settings.store_uri, settings.store)

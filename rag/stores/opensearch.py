@@ -1,0 +1,380 @@
+"""OpenSearch as the production store: k-NN (lucene HNSW, cosine) with the ACL filter inside the
+k-NN clause, BM25 with the same filter, hybrid by reciprocal rank fusion, resilient bulk loading,
+and index versions behind an alias for zero-downtime model swaps.
+
+Index layout: the alias (``settings.alias``) points at one physical index named
+``<alias>--<hash of model, dimension and mapping version>``. A new model builds its own index
+beside the live one (``OpenSearchStore(settings, index=...)``); :meth:`promote` switches the
+alias atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rag.config import OpenSearchSettings
+from rag.embeddings.base import Vectors
+from rag.errors import AccessDeniedError, ConfigurationError, StoreError
+from rag.models import Acl, Chunk, Citation, SearchHit, stable_hash
+from rag.retrieval.fusion import reciprocal_rank_fusion
+from rag.stores.base import IndexInfo, check_compatible, checked_id, checked_principals
+from rag.stores.opensearch_dsl import ALLOW, DENY, bm25_query, index_body, knn_query
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = frozenset({429, 502, 503, 504})
+_MAPPING_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class _Op:
+    action: Literal["index", "delete", "update"]
+    chunk_id: str
+    document_id: str
+    body: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A chunk OpenSearch rejected for good (a mapping error, say), with its reason."""
+
+    chunk_id: str
+    document_id: str
+    status: int
+    error: str
+
+
+def index_name(alias: str, info: IndexInfo) -> str:
+    """The physical index of one (model, dimension, mapping) version of ``alias``."""
+    return (
+        f"{alias}--{stable_hash(info.model_id, str(info.dimension), _MAPPING_VERSION, length=12)}"
+    )
+
+
+class OpenSearchStore:
+    """A VectorStore on OpenSearch. Construction does no I/O; the client is created lazily."""
+
+    def __init__(
+        self, settings: OpenSearchSettings, index: str | None = None, client: Any = None
+    ) -> None:
+        self._settings = settings
+        self._explicit_index = index
+        self._client = client
+        self._index: str | None = None
+        self._info: IndexInfo | None = None
+        self.dead_letters: list[DeadLetter] = []
+
+    # -- client ------------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = _make_client(self._settings)
+        return self._client
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from opensearchpy.exceptions import OpenSearchException
+
+        try:
+            return fn(*args, **kwargs)
+        except OpenSearchException as exc:
+            raise StoreError(f"OpenSearch {what} failed: {exc}") from exc
+
+    # -- index lifecycle ---------------------------------------------------------------------
+    def ensure_index(self, info: IndexInfo) -> None:
+        target = self._explicit_index or self._alias_target()
+        if target is None:
+            target = index_name(self._settings.alias, info)
+            self._create(target, info)
+            self.promote(target)
+        elif not self._call("exists", self.client.indices.exists, index=target):
+            self._create(target, info)
+        else:
+            check_compatible(self._read_info(target), info)
+        self._index, self._info = target, info
+
+    def _create(self, index: str, info: IndexInfo) -> None:
+        s = self._settings
+        body = index_body(
+            info.dimension,
+            info.model_id,
+            shards=s.shards,
+            replicas=s.replicas,
+            m=s.hnsw_m,
+            ef_construction=s.hnsw_ef_construction,
+        )
+        from opensearchpy.exceptions import RequestError
+
+        try:
+            self.client.indices.create(index=index, body=body)
+        except RequestError as exc:
+            if "resource_already_exists" not in str(exc):
+                raise StoreError(f"OpenSearch create index failed: {exc}") from exc
+
+    def _alias_target(self) -> str | None:
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            found = self.client.indices.get_alias(name=self._settings.alias)
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            raise StoreError(f"OpenSearch get alias failed: {exc}") from exc
+        names = sorted(found)
+        if len(names) != 1:
+            raise StoreError(f"alias {self._settings.alias} points at {names}; expected one")
+        return names[0]
+
+    def _read_info(self, index: str) -> IndexInfo:
+        mapping = self._call("get mapping", self.client.indices.get_mapping, index=index)
+        meta = mapping[index]["mappings"].get("_meta", {})
+        if "model_id" not in meta:
+            raise StoreError(f"index {index} has no model in its _meta; not ours")
+        return IndexInfo(model_id=meta["model_id"], dimension=int(meta["dimension"]))
+
+    def index_info(self) -> IndexInfo | None:
+        target = self._explicit_index or self._alias_target()
+        if target is None or not self._call("exists", self.client.indices.exists, index=target):
+            return None
+        return self._read_info(target)
+
+    def promote(self, index: str) -> None:
+        """Point the alias at ``index`` in one atomic step (the old index stays for rollback)."""
+        actions: list[dict[str, Any]] = [{"add": {"index": index, "alias": self._settings.alias}}]
+        current = self._alias_target()
+        if current == index:
+            return
+        if current is not None:
+            actions.insert(0, {"remove": {"index": current, "alias": self._settings.alias}})
+        self._call("alias switch", self.client.indices.update_aliases, body={"actions": actions})
+
+    def _target(self) -> str:
+        if self._index is None:
+            info = self.index_info()
+            if info is None:
+                raise StoreError(f"no index behind alias {self._settings.alias}: ingest first")
+            self.ensure_index(info)
+        assert self._index is not None
+        return self._index
+
+    # -- writes ------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
+        if not chunks:
+            return
+        if vectors.shape[0] != len(chunks):
+            raise StoreError(f"{len(chunks)} chunks but {vectors.shape[0]} vectors")
+        self._bulk(
+            [
+                _Op("index", c.id, c.document_id, _to_source(c, vectors[i]))
+                for i, c in enumerate(chunks)
+            ]
+        )
+
+    def delete_document(self, document_id: str, keep: Collection[str] = ()) -> None:
+        stale = [cid for cid in self._ids_of(document_id) if cid not in keep]
+        self._bulk([_Op("delete", cid, document_id, None) for cid in stale])
+
+    def update_acl(self, document_id: str, acl: Acl) -> int:
+        """Replace the ACL of every chunk of a document, without re-embedding; returns chunks."""
+        doc = {ALLOW: sorted(acl.allow), DENY: sorted(acl.deny)}
+        ids = self._ids_of(document_id)
+        self._bulk([_Op("update", cid, document_id, {"doc": doc}) for cid in ids])
+        return len(ids)
+
+    def _ids_of(self, document_id: str) -> list[str]:
+        """Chunk ids of one document (search_after paging: works on Serverless too)."""
+        ids: list[str] = []
+        body: dict[str, Any] = {
+            "query": {"term": {"document_id": checked_id(document_id)}},
+            "_source": False,
+            "size": 1000,
+            "sort": [{"chunk_id": "asc"}],
+        }
+        while True:
+            response = self._call("search", self.client.search, index=self._target(), body=body)
+            hits = response["hits"]["hits"]
+            ids.extend(h["_id"] for h in hits)
+            if len(hits) < body["size"]:
+                return ids
+            body["search_after"] = hits[-1]["sort"]
+
+    def _bulk(self, ops: Sequence[_Op]) -> None:
+        index = self._target()
+        size = self._settings.bulk_batch
+        for start in range(0, len(ops), size):
+            self._bulk_with_retries(index, list(ops[start : start + size]))
+
+    def _bulk_with_retries(self, index: str, pending: list[_Op]) -> None:
+        """Send ops; retry only the items rejected with 429/5xx, with backoff and jitter."""
+        from opensearchpy.exceptions import ConnectionError as OSConnectionError
+        from opensearchpy.exceptions import TransportError
+
+        for attempt in range(self._settings.max_retries + 1):
+            body: list[dict[str, Any]] = []
+            for op in pending:
+                body.append({op.action: {"_index": index, "_id": op.chunk_id}})
+                if op.body is not None:
+                    body.append(op.body)
+            try:
+                response = self.client.bulk(body=body, refresh=self._settings.refresh)
+            except (OSConnectionError, TransportError) as exc:
+                status = getattr(exc, "status_code", None)
+                if isinstance(status, int) and status not in _RETRYABLE:
+                    raise StoreError(f"OpenSearch bulk failed: {exc}") from exc
+                log.warning("bulk request failed (%s); retrying %d items", exc, len(pending))
+                self._sleep(attempt)
+                continue
+            retry: list[_Op] = []
+            for op, item in zip(pending, response["items"], strict=True):
+                result = item[op.action]
+                status = int(result.get("status", 500))
+                if status < 300 or (op.action == "delete" and status == 404):
+                    continue
+                if status in _RETRYABLE:
+                    retry.append(op)
+                else:
+                    error = json.dumps(result.get("error", {}))[:500]
+                    self.dead_letters.append(DeadLetter(op.chunk_id, op.document_id, status, error))
+                    log.error("dead letter %s (%s): %s", op.chunk_id, status, error)
+            if not retry:
+                return
+            pending = retry
+            log.info("retrying %d rejected bulk items (attempt %d)", len(retry), attempt + 1)
+            self._sleep(attempt)
+        raise StoreError(
+            f"bulk retry budget spent: {len(pending)} items still rejected after "
+            f"{self._settings.max_retries} retries"
+        )
+
+    def _sleep(self, attempt: int) -> None:
+        """Exponential backoff with full jitter."""
+        cap = min(self._settings.backoff_max_seconds, self._settings.backoff_seconds * 2**attempt)
+        time.sleep(random.uniform(0, cap))  # noqa: S311 - jitter, not cryptography
+
+    def optimize(self) -> None:
+        """Make every write visible to search (called once at the end of an ingestion)."""
+        self._call("refresh", self.client.indices.refresh, index=self._target())
+
+    # -- reads -------------------------------------------------------------------------------
+    def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+        if not principals:
+            raise AccessDeniedError("search without principals is refused")
+        body = knn_query(vector.tolist(), principals, k, self._settings.ef_search)
+        response = self._call("search", self.client.search, index=self._target(), body=body)
+        return self._hits(response, dense=True)
+
+    def search_text(self, text: str, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+        """BM25 over chunk text, ACL-filtered in the query."""
+        checked_principals(principals)
+        body = bm25_query(text, principals, k)
+        response = self._call("search", self.client.search, index=self._target(), body=body)
+        return self._hits(response, dense=False)
+
+    def search_hybrid(
+        self, text: str, vector: Vectors, principals: AbstractSet[str], k: int
+    ) -> list[SearchHit]:
+        """BM25 and k-NN in one _msearch, both ACL-filtered, fused by reciprocal rank."""
+        checked_principals(principals)
+        depth = max(k, 50)
+        index = self._target()
+        bodies: list[dict[str, Any]] = [
+            {"index": index},
+            bm25_query(text, principals, depth),
+            {"index": index},
+            knn_query(vector.tolist(), principals, depth, self._settings.ef_search),
+        ]
+        result = self._call("msearch", self.client.msearch, body=bodies)
+        rankings = []
+        for response, dense in zip(result["responses"], (False, True), strict=True):
+            if "error" in response:
+                raise StoreError(f"OpenSearch hybrid subquery failed: {response['error']}")
+            rankings.append(self._hits(response, dense=dense))
+        return reciprocal_rank_fusion(rankings, k, self._settings.rrf_k)
+
+    # the lucene engine scores cosinesimil as (1 + cos) / 2; we report cos, like every store
+    def _hits(self, response: dict[str, Any], *, dense: bool) -> list[SearchHit]:
+        return [
+            SearchHit(
+                chunk=_from_source(h["_source"]),
+                score=2.0 * float(h["_score"]) - 1.0 if dense else float(h["_score"]),
+            )
+            for h in response["hits"]["hits"]
+        ]
+
+    def count(self) -> int:
+        result = self._call("count", self.client.count, index=self._target())
+        return int(result["count"])
+
+    def chunk_ids(self) -> set[str]:
+        """Every chunk id in the index (audits and tests); scrolls through all of them."""
+        return set(self._scan_ids())
+
+    def _scan_ids(self) -> Iterator[str]:
+        from opensearchpy.helpers import scan
+
+        for hit in scan(self.client, index=self._target(), query={"_source": False}, size=2000):
+            yield hit["_id"]
+
+
+def _to_source(chunk: Chunk, vector: Any) -> dict[str, Any]:
+    return {
+        "chunk_id": checked_id(chunk.id),
+        "document_id": checked_id(chunk.document_id),
+        "source": chunk.source,
+        "ordinal": chunk.ordinal,
+        "text": chunk.text,
+        "token_count": chunk.token_count,
+        ALLOW: sorted(chunk.acl.allow),
+        DENY: sorted(chunk.acl.deny),
+        "citation": chunk.citation.model_dump(mode="json"),
+        "metadata": chunk.metadata,
+        "vector": [float(x) for x in vector],
+    }
+
+
+def _from_source(source: dict[str, Any]) -> Chunk:
+    return Chunk(
+        id=source["chunk_id"],
+        document_id=source["document_id"],
+        source=source["source"],
+        ordinal=source["ordinal"],
+        text=source["text"],
+        token_count=source["token_count"],
+        acl=Acl(allow=frozenset(source[ALLOW]), deny=frozenset(source[DENY])),
+        citation=Citation.model_validate(source["citation"]),
+        metadata=source["metadata"],
+    )
+
+
+def _make_client(settings: OpenSearchSettings) -> Any:
+    from opensearchpy import OpenSearch
+
+    kwargs: dict[str, Any] = {
+        "hosts": settings.hosts,
+        "timeout": settings.timeout_seconds,
+        "verify_certs": settings.verify_certs,
+        "max_retries": 0,  # we retry ourselves, item by item
+        "retry_on_timeout": False,
+    }
+    if settings.ca_certs is not None:
+        kwargs["ca_certs"] = str(settings.ca_certs)
+    if settings.aws_sigv4:
+        import boto3
+        from opensearchpy import Urllib3AWSV4SignerAuth
+
+        credentials = boto3.Session().get_credentials()
+        if credentials is None or not settings.aws_region:
+            raise ConfigurationError("SigV4 needs AWS credentials and opensearch.aws_region")
+        kwargs["http_auth"] = Urllib3AWSV4SignerAuth(
+            credentials, settings.aws_region, settings.aws_service
+        )
+    elif settings.username is not None:
+        password = settings.password.get_secret_value() if settings.password else ""
+        kwargs["http_auth"] = (settings.username, password)
+    return OpenSearch(**kwargs)

@@ -1,0 +1,107 @@
+"""The ACL property, shared by every store: for random corpora, ACLs (with deny entries) and
+users (0, 1, a few and hundreds of groups), every hit is authorized and the hits equal the exact
+top-k over the authorized set. ``make_store(dim)`` returns a fresh, empty store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rag.identity import PUBLIC
+from rag.models import Acl, Chunk, Citation
+from rag.stores.base import VectorStore
+
+DIM = 16
+K = 10
+
+StoreFactory = Callable[[int], AbstractContextManager[VectorStore]]
+
+
+@dataclass
+class Tally:
+    trials: int = 0
+    exact_matches: int = 0
+    recall_sum: float = 0.0
+
+
+def _corpus(rng: np.random.Generator, groups: list[str], users: list[str]) -> list[Chunk]:
+    pool = [f"group:{g}" for g in groups] + [f"user:{u}" for u in users] + [PUBLIC]
+    chunks = []
+    for i in range(int(rng.integers(1, 400))):
+        allow = set(rng.choice(pool, size=int(rng.integers(1, 4))))
+        deny = set(rng.choice(pool, size=int(rng.integers(1, 3)))) if rng.random() < 0.3 else set()
+        doc = f"d{i}"
+        chunks.append(
+            Chunk(
+                id=Chunk.make_id(doc, 0),
+                document_id=doc,
+                source="p",
+                ordinal=0,
+                text=doc,
+                token_count=1,
+                acl=Acl(allow=frozenset(allow), deny=frozenset(deny)),
+                citation=Citation(document_id=doc, uri=doc, title=doc),
+            )
+        )
+    return chunks
+
+
+def _user(rng: np.random.Generator, groups: list[str], users: list[str]) -> frozenset[str]:
+    shape = int(rng.integers(0, 4))
+    n_groups = (0, 1, int(rng.integers(2, 6)), int(rng.integers(100, 400)))[shape]
+    member_of: set[str] = set()
+    if n_groups:
+        picked = rng.choice(groups, size=min(n_groups, len(groups)), replace=False)
+        member_of = {f"group:{g}" for g in picked}
+        member_of |= {f"group:extra{j}" for j in range(max(0, n_groups - len(groups)))}
+    return frozenset({f"user:{rng.choice(users)}", PUBLIC, *member_of})
+
+
+def run_acl_property(
+    make_store: StoreFactory, corpora: int, trials_per_corpus: int, optimize: bool = True
+) -> Tally:
+    tally = Tally()
+
+    @settings(
+        max_examples=corpora,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(seed=st.integers(0, 2**32 - 1))
+    def check(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        groups = [f"g{i}" for i in range(int(rng.integers(1, 40)))]
+        users = [f"u{i}" for i in range(int(rng.integers(1, 30)))]
+        chunks = _corpus(rng, groups, users)
+        vectors = rng.normal(size=(len(chunks), DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        with make_store(DIM) as store:
+            store.upsert(chunks, vectors)
+            maybe_optimize = getattr(store, "optimize", None)
+            if optimize and maybe_optimize is not None and rng.random() < 0.5:
+                maybe_optimize()
+            for _ in range(trials_per_corpus):
+                principals = _user(rng, groups, users)
+                query = rng.normal(size=DIM).astype(np.float32)
+                query /= np.linalg.norm(query)
+                hits = store.search(query, principals, K)
+                assert all(h.chunk.acl.permits(principals) for h in hits), "ACL leak"
+                allowed = [i for i, c in enumerate(chunks) if c.acl.permits(principals)]
+                scores = vectors[allowed] @ query
+                order = np.argsort(-scores, kind="stable")[:K]
+                expected = [chunks[allowed[j]].id for j in order]
+                got = [h.chunk.id for h in hits]
+                assert len(got) == len(expected), "restrictive filter returned fewer than k"
+                tally.trials += 1
+                tally.exact_matches += got == expected
+                hit_share = len(set(got) & set(expected)) / len(expected) if expected else 1.0
+                tally.recall_sum += hit_share
+
+    check()
+    return tally

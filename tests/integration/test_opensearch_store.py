@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from rag.errors import EmbeddingMismatchError
+from rag.models import Acl
+from rag.stores.base import IndexInfo
+from rag.stores.opensearch import OpenSearchStore, index_name
+from tests.acl_property import run_acl_property
+from tests.contract import CORPUS, EMBEDDER, INFO, StoreContract, put, search
+from tests.integration.conftest import drop, os_settings
+
+pytestmark = pytest.mark.integration
+
+
+class TestOpenSearchContract(StoreContract):
+    pass
+
+
+def test_acl_property_10k_trials_on_real_node(opensearch_url: str) -> None:
+    @contextmanager
+    def make(dim: int) -> Iterator[OpenSearchStore]:
+        settings = os_settings(opensearch_url, alias=f"prop-{uuid.uuid4().hex[:8]}")
+        store = OpenSearchStore(settings)
+        store.ensure_index(IndexInfo("prop", dim))
+        try:
+            yield store
+        finally:
+            drop(store, settings.alias)
+
+    tally = run_acl_property(make, corpora=50, trials_per_corpus=200, optimize=False)
+    assert tally.trials >= 10_000
+    # lucene picks exact search for small filtered sets and HNSW otherwise
+    assert tally.recall_sum / tally.trials >= 0.99
+
+
+def test_update_acl_changes_only_acl(store: OpenSearchStore) -> None:
+    put(store, CORPUS)
+    before = {
+        h.chunk.id: h
+        for h in store.search(EMBEDDER.embed_batch(["salary"])[0], frozenset({"group:hr"}), 10)
+    }
+    assert store.update_acl("hr", Acl(allow=frozenset({"group:board"}))) == 2
+    assert search(store, "salary", {"group:hr"}) == []
+    after = store.search(EMBEDDER.embed_batch(["salary"])[0], frozenset({"group:board"}), 10)
+    assert {h.chunk.id for h in after} == set(before)
+    for hit in after:
+        assert hit.chunk.text == before[hit.chunk.id].chunk.text
+        assert hit.score == pytest.approx(before[hit.chunk.id].score, abs=1e-6)
+    doc = store.client.get(index=store._target(), id=CORPUS[0].id)["_source"]
+    assert np.allclose(doc["vector"], EMBEDDER.embed_batch([CORPUS[0].text])[0], atol=1e-6)
+
+
+def test_bm25_and_hybrid_carry_the_acl(store: OpenSearchStore) -> None:
+    put(store, CORPUS)
+    mallory = frozenset({"user:mallory", "group:hr", "public"})
+    bm25 = store.search_text("salary review", mallory, 10)
+    assert {h.chunk.id for h in bm25} == {CORPUS[0].id, CORPUS[2].id}
+    vector = EMBEDDER.embed_batch(["salary review"])[0]
+    hybrid = store.search_hybrid("salary review", vector, mallory, 10)
+    assert {h.chunk.id for h in hybrid} == {CORPUS[0].id, CORPUS[2].id}
+    assert all(h.chunk.acl.permits(mallory) for h in hybrid)
+
+
+def test_model_swap_behind_alias(opensearch_url: str) -> None:
+    settings = os_settings(opensearch_url)
+    live = OpenSearchStore(settings)
+    live.ensure_index(INFO)
+    put(live, CORPUS)
+    new_info = IndexInfo("other-model", EMBEDDER.dimension)
+    new_index = index_name(settings.alias, new_info)
+    building = OpenSearchStore(settings, index=new_index)
+    building.ensure_index(new_info)
+    put(building, CORPUS[:2])
+    # the alias still serves the old model while the new index is built
+    assert OpenSearchStore(settings).index_info() == INFO
+    building.promote(new_index)
+    reader = OpenSearchStore(settings)
+    assert reader.index_info() == new_info
+    assert reader.count() == 2
+    with pytest.raises(EmbeddingMismatchError):
+        OpenSearchStore(settings).ensure_index(INFO)
+    drop(live, settings.alias)
+
+
+def test_construction_does_no_io() -> None:
+    store = OpenSearchStore(os_settings("http://127.0.0.1:1"))
+    assert store._client is None
