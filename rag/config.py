@@ -92,6 +92,9 @@ class StoreSettings(_Section):
 
 class RetrievalSettings(_Section):
     top_k: int = Field(5, ge=1, le=1000)
+    mode: Literal["dense", "bm25", "hybrid"] = Field(
+        "dense", description="bm25 and hybrid need a store with text search (OpenSearch)."
+    )
     min_score: float = Field(
         -1.0, ge=-1.0, le=1.0, description="Drop hits less similar than this (cosine)."
     )

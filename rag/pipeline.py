@@ -121,8 +121,27 @@ class Ingestor:
             if callable(optimize):
                 optimize()
         summary.embedding_calls = self._stats.calls
+        self._collect_dead_letters(listing.documents, summary)
         log.info("ingest %s: %s", connector.name, summary.to_json())
         return summary
+
+    def _collect_dead_letters(
+        self, documents: tuple[SourceDocument, ...], summary: IngestSummary
+    ) -> None:
+        """Chunks the store rejected for good: their documents are quarantined, loudly."""
+        letters = getattr(self._store, "dead_letters", None)
+        if not letters:
+            return
+        by_id = {d.id: d for d in documents}
+        for document_id in sorted({letter.document_id for letter in letters}):
+            rejected = [x for x in letters if x.document_id == document_id]
+            message = f"{len(rejected)} chunks rejected by the store: {rejected[0].error}"
+            log.error("store rejected chunks of %s: %s", document_id, message)
+            if document_id in by_id:
+                record = self._quarantine.put(by_id[document_id], "load", "store_rejected", message)
+                summary.quarantined.append(record)
+        summary.documents_ingested -= len({x.document_id for x in letters} & set(by_id))
+        letters.clear()
 
     def _prepare(
         self, connector: Connector, document: SourceDocument, summary: IngestSummary

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from rag.config import Settings
 from rag.embeddings import build_embedder
 from rag.embeddings.base import Embedder, embed_query
-from rag.errors import StoreError
+from rag.errors import ConfigurationError, StoreError
 from rag.identity import UserContext, require_user
 from rag.models import SearchHit
 from rag.stores import build_store
-from rag.stores.base import IndexInfo, VectorStore
+from rag.stores.base import IndexInfo, TextSearchStore, VectorStore
 
 log = logging.getLogger(__name__)
+
+Mode = Literal["dense", "bm25", "hybrid"]
 
 
 class Retriever:
@@ -24,12 +27,18 @@ class Retriever:
     """
 
     def __init__(
-        self, store: VectorStore, embedder: Embedder, top_k: int = 5, min_score: float = -1.0
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        top_k: int = 5,
+        min_score: float = -1.0,
+        mode: Mode = "dense",
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._top_k = top_k
         self._min_score = min_score
+        self._mode = mode
         self._checked = False
 
     def retrieve(
@@ -41,15 +50,26 @@ class Retriever:
         if not self._checked:
             self._store.ensure_index(IndexInfo(self._embedder.model_id, self._embedder.dimension))
             self._checked = True
-        vector = embed_query(self._embedder, query)
-        hits = self._store.search(vector, principals, k or self._top_k)
+        hits = self._search(query, principals, k or self._top_k)
         for hit in hits:
             if not hit.chunk.acl.permits(principals):
                 log.error(
                     "store returned chunk %s outside the ACL of %s", hit.chunk.id, context.user_id
                 )
                 raise StoreError("the store returned a chunk the user may not read; refusing")
+        if self._mode != "dense":  # BM25 and fused scores are not cosine similarities
+            return hits
         return [hit for hit in hits if hit.score >= self._min_score]
+
+    def _search(self, query: str, principals: frozenset[str], k: int) -> list[SearchHit]:
+        if self._mode == "dense":
+            return self._store.search(embed_query(self._embedder, query), principals, k)
+        if not isinstance(self._store, TextSearchStore):
+            raise ConfigurationError(f"{type(self._store).__name__} has no {self._mode} search")
+        if self._mode == "bm25":
+            return self._store.search_text(query, principals, k)
+        vector = embed_query(self._embedder, query)
+        return self._store.search_hybrid(query, vector, principals, k)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:

@@ -49,6 +49,17 @@ class VectorStore(Protocol):
         ...
 
 
+@runtime_checkable
+class TextSearchStore(Protocol):
+    """A store that also ranks by keywords (BM25) and fuses both rankings (hybrid)."""
+
+    def search_text(self, text: str, principals: AbstractSet[str], k: int) -> list[SearchHit]: ...
+
+    def search_hybrid(
+        self, text: str, vector: Vectors, principals: AbstractSet[str], k: int
+    ) -> list[SearchHit]: ...
+
+
 def checked_principals(principals: AbstractSet[str]) -> list[str]:
     """Validated, sorted principals; an empty set is refused (deny by default)."""
     if not principals:

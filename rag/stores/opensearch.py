@@ -129,7 +129,7 @@ class OpenSearchStore:
         names = sorted(found)
         if len(names) != 1:
             raise StoreError(f"alias {self._settings.alias} points at {names}; expected one")
-        return names[0]
+        return str(names[0])
 
     def _read_info(self, index: str) -> IndexInfo:
         mapping = self._call("get mapping", self.client.indices.get_mapping, index=index)

@@ -1,0 +1,142 @@
+"""A loopback HTTP proxy in front of a real OpenSearch node that rejects bulk items on purpose.
+
+Rejected items are *not* forwarded (as when a node's write queue is full) and come back as 429
+items in an otherwise normal bulk response; the rest is forwarded unchanged.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Faults:
+    reject_share: float = 0.0  # share of bulk items answered 429
+    fatal_ids: set[str] = field(default_factory=set)  # ids answered 400 (mapping error)
+    seed: int = 0
+    rejected: int = 0
+    forwarded: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, faults: Faults) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 9200)
+        self.faults = faults
+        self._rng = random.Random(faults.seed)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def forward(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(*self.upstream, timeout=60)
+        try:
+            conn.request(method, path, body=body or None, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def bulk(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        ops: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        i = 0
+        while i < len(lines):
+            action = lines[i]
+            kind = next(iter(action))
+            source = lines[i + 1] if kind != "delete" else None
+            ops.append((action, source))
+            i += 1 if source is None else 2
+        keep, verdicts = [], []
+        with self.faults.lock:
+            for action, source in ops:
+                kind = next(iter(action))
+                meta = action[kind]
+                if meta["_id"] in self.faults.fatal_ids:
+                    verdicts.append(
+                        {
+                            kind: {
+                                **meta,
+                                "status": 400,
+                                "error": {"type": "mapper_parsing_exception", "reason": "injected"},
+                            }
+                        }
+                    )
+                elif self._rng.random() < self.faults.reject_share:
+                    self.faults.rejected += 1
+                    verdicts.append(
+                        {
+                            kind: {
+                                **meta,
+                                "status": 429,
+                                "error": {
+                                    "type": "es_rejected_execution_exception",
+                                    "reason": "injected",
+                                },
+                            }
+                        }
+                    )
+                else:
+                    keep.append((action, source))
+                    verdicts.append(None)
+                    self.faults.forwarded += 1
+        forwarded_items: list[Any] = []
+        if keep:
+            payload = "".join(
+                json.dumps(a) + "\n" + (json.dumps(s) + "\n" if s else "") for a, s in keep
+            ).encode()
+            status, raw = self.forward("POST", path, payload, headers)
+            if status >= 300:
+                return status, raw
+            forwarded_items = json.loads(raw)["items"]
+        it = iter(forwarded_items)
+        items = [v if v is not None else next(it) for v in verdicts]
+        errors = any(next(iter(x.values())).get("status", 200) >= 300 for x in items)
+        return 200, json.dumps({"took": 1, "errors": errors, "items": items}).encode()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
+                if "/_bulk" in self.path and self.command in {"POST", "PUT"}:
+                    status, raw = proxy.bulk(self.path, body, headers)
+                else:
+                    status, raw = proxy.forward(self.command, self.path, body, headers)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(raw)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve  # noqa: N815
+
+        return Handler
