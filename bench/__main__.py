@@ -1,19 +1,35 @@
-"""Run every benchmark: ``python -m bench [--rows N] [--queries Q]``."""
+"""Run the benchmarks: ``python -m bench [store|opensearch|scifact|all] [--rows N]``."""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import store_acl
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument(
+        "which",
+        nargs="*",
+        default=["store", "opensearch"],
+        choices=["store", "opensearch", "scifact", "all"],
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--ann", action="store_true", help="also benchmark the IVF-HNSW index")
+    parser.add_argument("--ann", action="store_true", help="also the embedded IVF-HNSW index")
     args = parser.parse_args()
-    store_acl.run(rows=args.rows, queries=args.queries, ann=args.ann)
+    which = {"store", "opensearch", "scifact"} if "all" in args.which else set(args.which)
+    if "store" in which:
+        from bench import store_acl
+
+        store_acl.run(rows=args.rows, queries=args.queries, ann=args.ann)
+    if "opensearch" in which:
+        from bench import opensearch_acl
+
+        opensearch_acl.run(rows=args.rows, queries=args.queries)
+    if "scifact" in which:
+        from bench import scifact
+
+        scifact.run()
 
 
 if __name__ == "__main__":

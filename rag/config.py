@@ -64,7 +64,9 @@ class OpenSearchSettings(_Section):
     replicas: int = Field(1, ge=0)
     hnsw_m: int = Field(16, ge=2)
     hnsw_ef_construction: int = Field(128, ge=8)
-    ef_search: int = Field(100, ge=1, description="Candidates the k-NN query considers.")
+    ef_search: int = Field(
+        512, ge=1, description="Candidates the k-NN query considers (recall vs latency)."
+    )
     bulk_batch: int = Field(500, ge=1, description="Documents per bulk request.")
     max_retries: int = Field(8, ge=0, description="Retries of 429/503 items before failing.")
     backoff_seconds: float = Field(0.2, gt=0, description="Base of exponential backoff.")

@@ -1,0 +1,94 @@
+"""An embedding cache keyed by (model id, SHA-256 of the text), in SQLite.
+
+Wrap any embedder: unchanged text is never embedded twice, across runs and processes. Only the
+texts missing from the cache reach the inner embedder, in the batch the caller asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rag.embeddings.base import Embedder, InputKind, Vectors
+
+
+class CachedEmbedder:
+    """An Embedder that consults a cache first. Opens its database on first use."""
+
+    def __init__(self, inner: Embedder, path: Path) -> None:
+        self._inner = inner
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def model_id(self) -> str:
+        return self._inner.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self._inner.dimension
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self._path)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, text_sha256 TEXT "
+                "NOT NULL, kind TEXT NOT NULL, vector BLOB NOT NULL, "
+                "PRIMARY KEY (model, text_sha256, kind))"
+            )
+        return self._db
+
+    def embed_batch(self, texts: Sequence[str], *, kind: InputKind = "document") -> Vectors:
+        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        found = self._lookup(keys, kind)
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, key in enumerate(keys):
+            if key in found:
+                out[i] = found[key]
+        if missing:
+            vectors = self._inner.embed_batch([texts[i] for i in missing], kind=kind)
+            out[missing] = vectors
+            self._store([(keys[i], vectors[j]) for j, i in enumerate(missing)], kind)
+        self.hits += len(texts) - len(missing)
+        self.misses += len(missing)
+        return out
+
+    def _lookup(self, keys: list[str], kind: str) -> dict[str, Vectors]:
+        found: dict[str, Vectors] = {}
+        db = self._conn()
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = db.execute(
+                f"SELECT text_sha256, vector FROM embeddings WHERE model = ? AND kind = ? "  # noqa: S608 - placeholders only
+                f"AND text_sha256 IN ({marks})",
+                [self.model_id, kind, *part],
+            )
+            for key, blob in rows:
+                found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def _store(self, rows: list[tuple[str, Vectors]], kind: str) -> None:
+        db = self._conn()
+        with db:
+            db.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
+                [
+                    (self.model_id, key, kind, np.asarray(v, np.float32).tobytes())
+                    for key, v in rows
+                ],
+            )
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
