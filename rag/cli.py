@@ -41,7 +41,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     )
 
 
-def _ingest(path: Path, settings: Settings, name: str | None) -> IngestSummary:
+def _ingest(
+    path: Path, settings: Settings, name: str | None, full_resync: bool = False
+) -> IngestSummary:
     connector = FilesystemConnector(path, name)
     with Progress(
         TextColumn("[bold]ingest {task.description}"),
@@ -60,14 +62,23 @@ def _ingest(path: Path, settings: Settings, name: str | None) -> IngestSummary:
 
 
 def _print_summary(summary: IngestSummary) -> None:
-    table = Table(title=f"Ingest summary: {summary.source}", show_header=False)
-    table.add_row("documents listed", str(summary.documents_listed))
-    table.add_row("documents ingested", str(summary.documents_ingested))
-    table.add_row("chunks", str(summary.chunks))
-    table.add_row("tokens", str(summary.tokens))
-    table.add_row("embedding calls", str(summary.embedding_calls))
-    table.add_row("quarantined", str(len(summary.quarantined)))
-    table.add_row("listing complete", str(summary.listing_complete))
+    table = Table(title=f"Sync summary: {summary.source}", show_header=False)
+    rows = [
+        ("documents listed", summary.documents_listed),
+        ("new / changed / unchanged", f"{summary.new} / {summary.changed} / {summary.unchanged}"),
+        ("ACL-only / restored", f"{summary.acl_only} / {summary.restored}"),
+        ("tombstoned / deleted", f"{summary.tombstoned} / {summary.deleted}"),
+        ("documents ingested", summary.documents_ingested),
+        ("chunks written", summary.chunks),
+        ("embedding calls", summary.embedding_calls),
+        ("embedded texts / tokens", f"{summary.embedded_texts} / {summary.embedded_tokens}"),
+        ("quarantined", len(summary.quarantined)),
+        ("listing complete", summary.listing_complete),
+    ]
+    if summary.revocation_delay_seconds is not None:
+        rows.append(("revocation delay", f"{summary.revocation_delay_seconds:.2f} s"))
+    for label, value in rows:
+        table.add_row(label, str(value))
     for stage, seconds in summary.seconds.items():
         table.add_row(f"time: {stage}", f"{seconds:.2f} s")
     console.print(table)
@@ -75,6 +86,8 @@ def _print_summary(summary: IngestSummary) -> None:
         console.print(f"  [yellow]quarantined[/] {record.uri}: {record.reason} ({record.message})")
     for error in summary.listing_errors:
         console.print(f"  [red]not listed[/] {error}")
+    if summary.deletion_blocked:
+        console.print(f"  [red]deletions skipped:[/] {summary.deletion_blocked}")
 
 
 @app.command("ingest")
@@ -83,10 +96,13 @@ def ingest_command(
     name: Annotated[str | None, typer.Option(help="Source name (default: folder name).")] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    full_resync: Annotated[
+        bool, typer.Option("--full-resync", help="Re-process every document, changed or not.")
+    ] = False,
 ) -> None:
-    """Ingest a folder (ACLs from its .rag-acl.toml policy files) into the index."""
+    """Sync a folder (ACLs from its .rag-acl.toml policy files) into the index."""
     try:
-        summary = _ingest(path, _settings(data_dir), name)
+        summary = _ingest(path, _settings(data_dir), name, full_resync)
     except RagError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc

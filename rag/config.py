@@ -41,6 +41,7 @@ class EmbeddingSettings(_Section):
     max_sequence_tokens: int = Field(256, ge=8, le=512, description="Model input truncation.")
     hash_dimension: int = Field(384, ge=2, description="Dimension of the hash embedder.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = runtime default.")
+    cache: bool = Field(True, description="Cache vectors by (model, text hash) in the data dir.")
 
 
 class OpenSearchSettings(_Section):
@@ -75,6 +76,19 @@ class OpenSearchSettings(_Section):
         "false", description="Refresh after each write; the pipeline refreshes once at the end."
     )
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant for hybrid search.")
+
+
+class SyncSettings(_Section):
+    max_delete_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A listing that would delete more than this share deletes nothing.",
+    )
+    allow_mass_delete: bool = Field(False, description="Override the mass-delete guard once.")
+    tombstone_grace_seconds: float = Field(
+        0.0, ge=0, description="Tombstoned documents are purged on a later run after this long."
+    )
 
 
 class StoreSettings(_Section):
@@ -115,10 +129,15 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = EmbeddingSettings()
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    sync: SyncSettings = SyncSettings()
 
     @property
     def store_uri(self) -> Path:
         return self.store.uri if self.store.uri is not None else self.data_dir / "lancedb"
+
+    @property
+    def embedding_cache_path(self) -> Path:
+        return self.data_dir / "embedding-cache.sqlite"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -1,8 +1,12 @@
-"""Ingestion: list → read → parse → chunk → embed (batched) → load, with a run summary.
+"""Ingestion as an incremental sync: list → plan → revoke → parse → chunk → embed → load.
 
-Re-running over unchanged sources leaves the index identical: chunk ids are deterministic, writes
-are upserts, and a document's chunks beyond its current ones are deleted after its upsert. A file
-that fails at any stage is quarantined with its reason and the run goes on.
+Each run compares the source's listing with the durable sync state kept beside the index:
+new or changed content is parsed and chunked, and only text not in the embedding cache is
+embedded; an ACL-only change rewrites the ACL of the document's chunks with zero embedding
+calls; a document missing from a *complete* listing is tombstoned (hidden at once) and purged on
+a later run. Revocations run first, so they reach the index before any content work. A file that
+fails at any stage is quarantined with its reason and the run goes on. A run killed at any point
+leaves ``pending`` states that the next run completes, so re-running converges to the same index.
 """
 
 from __future__ import annotations
@@ -12,35 +16,50 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import Connector
 from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embeddings import Embedder, EmbeddingStats, build_embedder, embed_in_batches
+from rag.embeddings.cache import CachedEmbedder
 from rag.errors import ConnectorError, DocumentError, MissingAclError
-from rag.models import Chunk, SourceDocument
+from rag.models import Acl, Chunk, SourceDocument
 from rag.parsing import parse
 from rag.quarantine import Quarantine, QuarantineRecord
 from rag.stores import IndexInfo, VectorStore, build_store
+from rag.sync import DocState, Plan, SyncStateStore, acl_digest, plan_sync
+from rag.sync.state import Status
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-"""Called with (documents done, documents total)."""
+"""Called with (documents done, documents to process)."""
 
 
 @dataclass
 class IngestSummary:
-    """What one ingestion run did."""
+    """What one run did."""
 
     source: str
     listing_complete: bool = True
     documents_listed: int = 0
     documents_ingested: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    acl_only: int = 0
+    restored: int = 0
+    tombstoned: int = 0
+    deleted: int = 0
+    deletion_blocked: str | None = None
     chunks: int = 0
     tokens: int = 0
     embedding_calls: int = 0
+    embedded_texts: int = 0
+    embedded_tokens: int = 0
+    revocation_delay_seconds: float | None = None
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     listing_errors: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -54,18 +73,10 @@ class IngestSummary:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "listing_complete": self.listing_complete,
-            "documents_listed": self.documents_listed,
-            "documents_ingested": self.documents_ingested,
-            "chunks": self.chunks,
-            "tokens": self.tokens,
-            "embedding_calls": self.embedding_calls,
-            "quarantined": [r.model_dump(mode="json") for r in self.quarantined],
-            "listing_errors": self.listing_errors,
-            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
-        }
+        data = {k: v for k, v in self.__dict__.items() if k not in {"quarantined", "seconds"}}
+        data["quarantined"] = [r.model_dump(mode="json") for r in self.quarantined]
+        data["seconds"] = {k: round(v, 4) for k, v in self.seconds.items()}
+        return data
 
 
 @dataclass
@@ -78,7 +89,7 @@ class _Pending:
 
 
 class Ingestor:
-    """Runs ingestion for one connector with the given collaborators."""
+    """Runs one sync of one connector with the given collaborators."""
 
     def __init__(
         self,
@@ -94,19 +105,86 @@ class Ingestor:
         self._quarantine = Quarantine(settings.quarantine_dir)
         self._progress = progress
         self._stats = EmbeddingStats()
+        self._state: SyncStateStore | None = None
 
-    def run(self, connector: Connector) -> IngestSummary:
+    def run(self, connector: Connector, *, full_resync: bool = False) -> IngestSummary:
         summary = IngestSummary(source=connector.name)
         with summary.timed("list"):
             listing = connector.list_documents()
+        listed_at = datetime.now(UTC)
         summary.listing_complete = listing.complete
         summary.listing_errors = list(listing.errors)
         summary.documents_listed = len(listing.documents)
         with summary.timed("load"):
             self._store.ensure_index(IndexInfo(self._embedder.model_id, self._embedder.dimension))
+            self._state = self._store.sync_state()
+            states = self._state.load(connector.name)
+        sync = self._settings.sync
+        plan = plan_sync(
+            listing,
+            states,
+            listed_at,
+            max_delete_share=sync.max_delete_share,
+            tombstone_grace=timedelta(seconds=sync.tombstone_grace_seconds),
+            full_resync=full_resync,
+            allow_mass_delete=sync.allow_mass_delete,
+        )
+        if plan.deletion_blocked:
+            log.error("deletions skipped: %s", plan.deletion_blocked)
+        summary.deletion_blocked = plan.deletion_blocked
+        with summary.timed("revoke"):
+            revoked = self._revoke(plan, states, summary)
+        if revoked:
+            summary.revocation_delay_seconds = (datetime.now(UTC) - listed_at).total_seconds()
+        self._process(connector, plan, summary)
+        with summary.timed("index"):
+            self._store.optimize()
+        summary.unchanged = len(plan.unchanged)
+        log.info("sync %s: %s", connector.name, summary.to_json())
+        return summary
+
+    # -- revocations: ACL-only changes, restores, tombstones, purges -------------------------
+    def _revoke(self, plan: Plan, states: dict[str, DocState], summary: IngestSummary) -> bool:
+        assert self._state is not None
+        now = datetime.now(UTC)
+        updated: list[DocState] = []
+        for doc in [*plan.acl_only, *plan.restore]:
+            if doc.acl is None or doc.acl.is_empty:
+                plan.changed.append(doc)  # lost its ACL: handled (quarantined) as content work
+                continue
+            count = self._store.update_acl(doc.id, doc.acl)
+            if count == 0 and states[doc.id].chunk_ids:
+                plan.changed.append(doc)  # the index lost its chunks: rebuild them
+                continue
+            updated.append(_state(doc, "live", states[doc.id].chunk_ids, now))
+        summary.acl_only = len(plan.acl_only)
+        summary.restored = len(plan.restore)
+        for state in plan.tombstone:
+            self._store.update_acl(state.document_id, Acl())  # hidden from everyone, now
+            updated.append(
+                state.model_copy(
+                    update={"status": "tombstoned", "tombstoned_at": now, "updated_at": now}
+                )
+            )
+        summary.tombstoned = len(plan.tombstone)
+        self._state.put(updated)
+        for state in plan.purge:
+            self._store.delete_document(state.document_id)
+        if plan.purge:
+            self._state.delete(plan.purge[0].source, [s.document_id for s in plan.purge])
+        summary.deleted = len(plan.purge)
+        refresh = getattr(self._store, "refresh", None)
+        if updated and callable(refresh):
+            refresh()
+        return bool(plan.acl_only or plan.tombstone)
+
+    # -- content: parse, chunk, embed, load ----------------------------------------------------
+    def _process(self, connector: Connector, plan: Plan, summary: IngestSummary) -> None:
+        summary.new, summary.changed = len(plan.new), len(plan.changed)
+        documents = plan.to_process
         flush_at = self._settings.embedding.batch_size * 8
         pending = _Pending()
-        for done, document in enumerate(listing.documents, start=1):
+        for done, document in enumerate(documents, start=1):
             chunks = self._prepare(connector, document, summary)
             if chunks is not None:
                 pending.documents.append((document, chunks))
@@ -114,34 +192,11 @@ class Ingestor:
                     self._flush(pending, summary)
                     pending = _Pending()
             if self._progress is not None:
-                self._progress(done, len(listing.documents))
+                self._progress(done, len(documents))
         self._flush(pending, summary)
-        with summary.timed("index"):
-            optimize = getattr(self._store, "optimize", None)
-            if callable(optimize):
-                optimize()
         summary.embedding_calls = self._stats.calls
-        self._collect_dead_letters(listing.documents, summary)
-        log.info("ingest %s: %s", connector.name, summary.to_json())
-        return summary
-
-    def _collect_dead_letters(
-        self, documents: tuple[SourceDocument, ...], summary: IngestSummary
-    ) -> None:
-        """Chunks the store rejected for good: their documents are quarantined, loudly."""
-        letters = getattr(self._store, "dead_letters", None)
-        if not letters:
-            return
-        by_id = {d.id: d for d in documents}
-        for document_id in sorted({letter.document_id for letter in letters}):
-            rejected = [x for x in letters if x.document_id == document_id]
-            message = f"{len(rejected)} chunks rejected by the store: {rejected[0].error}"
-            log.error("store rejected chunks of %s: %s", document_id, message)
-            if document_id in by_id:
-                record = self._quarantine.put(by_id[document_id], "load", "store_rejected", message)
-                summary.quarantined.append(record)
-        summary.documents_ingested -= len({x.document_id for x in letters} & set(by_id))
-        letters.clear()
+        if isinstance(self._embedder, CachedEmbedder):
+            summary.embedding_calls = self._embedder.provider_calls
 
     def _prepare(
         self, connector: Connector, document: SourceDocument, summary: IngestSummary
@@ -166,27 +221,86 @@ class Ingestor:
                 self._store.delete_document(document.id)  # never keep it under an old ACL
             log.warning("quarantined %s at %s: %s", document.uri, stage, exc)
             summary.quarantined.append(self._quarantine.put(document, stage, reason, str(exc)))
+            assert self._state is not None
+            self._state.put([_state(document, "quarantined", (), datetime.now(UTC))])
             return None
 
     def _flush(self, pending: _Pending, summary: IngestSummary) -> None:
+        if not pending.documents:
+            return
+        assert self._state is not None
+        now = datetime.now(UTC)
+        # intent first: a run killed after this point is finished by the next one
+        self._state.put([_state(doc, "pending", (), now) for doc, _ in pending.documents])
         chunks = pending.chunks
-        if chunks:
-            with summary.timed("embed"):
-                vectors = embed_in_batches(
-                    self._embedder,
-                    [c.text for c in chunks],
-                    self._settings.embedding.batch_size,
-                    self._stats,
-                )
-            with summary.timed("load"):
-                self._store.upsert(chunks, vectors)
+        with summary.timed("embed"):
+            texts = [c.text for c in chunks]
+            if isinstance(self._embedder, CachedEmbedder):
+                fresh = self._embedder.missing(texts)
+                summary.embedded_texts += len(fresh)
+                summary.embedded_tokens += sum(chunks[i].token_count for i in fresh)
+            else:
+                summary.embedded_texts += len(texts)
+                summary.embedded_tokens += sum(c.token_count for c in chunks)
+            vectors = embed_in_batches(
+                self._embedder, texts, self._settings.embedding.batch_size, self._stats
+            )
         with summary.timed("load"):
+            self._store.upsert(chunks, vectors)
             for document, doc_chunks in pending.documents:
                 self._store.delete_document(document.id, keep={c.id for c in doc_chunks})
                 self._quarantine.clear(document)
+            self._state.put(
+                [
+                    _state(doc, "live", tuple(c.id for c in doc_chunks), now)
+                    for doc, doc_chunks in pending.documents
+                ]
+            )
+        self._dead_letters(pending, summary)
         summary.documents_ingested += len(pending.documents)
         summary.chunks += len(chunks)
         summary.tokens += sum(c.token_count for c in chunks)
+
+    def _dead_letters(self, pending: _Pending, summary: IngestSummary) -> None:
+        """Chunks the store rejected for good: their documents are quarantined, loudly."""
+        letters = getattr(self._store, "dead_letters", None)
+        if not letters:
+            return
+        assert self._state is not None
+        documents = {d.id: d for d, _ in pending.documents}
+        for document_id in sorted({x.document_id for x in letters} & set(documents)):
+            rejected = [x for x in letters if x.document_id == document_id]
+            message = f"{len(rejected)} chunks rejected by the store: {rejected[0].error}"
+            log.error("store rejected chunks of %s: %s", document_id, message)
+            document = documents[document_id]
+            summary.quarantined.append(
+                self._quarantine.put(document, "load", "store_rejected", message)
+            )
+            self._state.put([_state(document, "pending", (), datetime.now(UTC))])  # retry next run
+            summary.documents_ingested -= 1
+        letters.clear()
+
+
+def _state(
+    doc: SourceDocument, status: Status, chunk_ids: tuple[str, ...], now: datetime
+) -> DocState:
+    return DocState(
+        source=doc.source,
+        document_id=doc.id,
+        uri=doc.uri,
+        content_hash=doc.content_hash,
+        acl_digest=acl_digest(doc),
+        status=status,
+        chunk_ids=chunk_ids,
+        updated_at=now,
+    )
+
+
+def with_cache(embedder: Embedder, settings: Settings) -> Embedder:
+    """Put the (model id, text hash) embedding cache in front of ``embedder`` if configured."""
+    if not settings.embedding.cache or isinstance(embedder, CachedEmbedder):
+        return embedder
+    return CachedEmbedder(embedder, settings.embedding_cache_path)
 
 
 def ingest(
@@ -196,11 +310,9 @@ def ingest(
     store: VectorStore | None = None,
     embedder: Embedder | None = None,
     progress: Progress | None = None,
+    full_resync: bool = False,
 ) -> IngestSummary:
-    """Ingest everything ``connector`` lists into the store the settings name."""
-    return Ingestor(
-        settings,
-        store if store is not None else build_store(settings),
-        embedder if embedder is not None else build_embedder(settings.embedding),
-        progress,
-    ).run(connector)
+    """Sync everything ``connector`` lists into the store the settings name."""
+    model = with_cache(embedder or build_embedder(settings.embedding), settings)
+    target = store if store is not None else build_store(settings)
+    return Ingestor(settings, target, model, progress).run(connector, full_resync=full_resync)

@@ -12,7 +12,9 @@ set -euo pipefail
 
 OS_VERSION=${RAG_OPENSEARCH_VERSION:-2.19.1}
 KNN_VERSION=${RAG_OPENSEARCH_KNN_VERSION:-${OS_VERSION}.0}
-CACHE=${RAG_OPENSEARCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rag-opensearch/$OS_VERSION}
+if [ "$(id -u)" -eq 0 ]; then DEFAULT_CACHE=/var/cache/rag-opensearch; else
+  DEFAULT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/rag-opensearch; fi
+CACHE=${RAG_OPENSEARCH_CACHE:-$DEFAULT_CACHE/$OS_VERSION}
 RUN_ROOT=${RAG_OPENSEARCH_RUN:-/tmp/rag-opensearch}
 HEAP=${RAG_OPENSEARCH_HEAP:-768m}
 MDP=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
@@ -29,6 +31,10 @@ java_home() {
 }
 
 provision() {
+  if [ -f "$CACHE/.provisioned" ]; then return; fi
+  mkdir -p "$(dirname "$CACHE")"
+  exec 9>"$CACHE.lock"
+  flock 9  # one provisioner at a time; the others wait and find it done
   if [ -f "$CACHE/.provisioned" ]; then return; fi
   command -v mvn >/dev/null || { echo "opensearch-local: maven is required" >&2; exit 1; }
   rm -rf "$CACHE"; mkdir -p "$CACHE/dl" "$CACHE/pl"

@@ -25,6 +25,7 @@ class CachedEmbedder:
         self._db: sqlite3.Connection | None = None
         self.hits = 0
         self.misses = 0
+        self.provider_calls = 0
 
     @property
     def model_id(self) -> str:
@@ -55,11 +56,18 @@ class CachedEmbedder:
                 out[i] = found[key]
         if missing:
             vectors = self._inner.embed_batch([texts[i] for i in missing], kind=kind)
+            self.provider_calls += 1
             out[missing] = vectors
             self._store([(keys[i], vectors[j]) for j, i in enumerate(missing)], kind)
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
         return out
+
+    def missing(self, texts: Sequence[str], kind: InputKind = "document") -> list[int]:
+        """Indexes of the texts that are not cached yet (they would reach the provider)."""
+        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        found = self._lookup(keys, kind)
+        return [i for i, key in enumerate(keys) if key not in found]
 
     def _lookup(self, keys: list[str], kind: str) -> dict[str, Vectors]:
         found: dict[str, Vectors] = {}

@@ -6,12 +6,15 @@ import re
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, EmbeddingMismatchError, StoreError
 from rag.identity import validate_principal
-from rag.models import Chunk, SearchHit
+from rag.models import Acl, Chunk, SearchHit
+
+if TYPE_CHECKING:
+    from rag.sync.state import SyncStateStore
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,256}$")
 
@@ -40,8 +43,20 @@ class VectorStore(Protocol):
         """Delete a document's chunks, except the chunk ids in ``keep``."""
         ...
 
+    def update_acl(self, document_id: str, acl: Acl) -> int:
+        """Replace the ACL of a document's chunks without re-embedding; returns chunks updated."""
+        ...
+
     def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
         """The ``k`` nearest chunks that ``principals`` may read, ACL-filtered inside the search."""
+        ...
+
+    def optimize(self) -> None:
+        """Called at the end of a run: build indexes, make writes visible."""
+        ...
+
+    def sync_state(self) -> SyncStateStore:
+        """The durable sync state kept beside this index."""
         ...
 
     def count(self) -> int:

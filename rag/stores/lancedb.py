@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,9 @@ from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, StoreError
 from rag.models import Acl, Chunk, Citation, SearchHit
 from rag.stores.base import IndexInfo, check_compatible, checked_id, checked_principals
+
+if TYPE_CHECKING:
+    from rag.sync.lancedb_state import LanceDBSyncState
 
 _RESULT_COLUMNS: Final = [
     "id",
@@ -185,6 +188,36 @@ class LanceDBStore:
             table.delete(where)
         except Exception as exc:
             raise StoreError(f"LanceDB delete failed: {exc}") from exc
+
+    def update_acl(self, document_id: str, acl: Acl) -> int:
+        """Replace the ACL of a document's chunks; text and vectors are rewritten unchanged."""
+        table = self._require_table()
+        where = f"document_id = {_quote(checked_id(document_id))}"
+        rows = table.search().where(where).limit(None).to_arrow()
+        if rows.num_rows == 0:
+            return 0
+        allow = pa.array([sorted(acl.allow)] * rows.num_rows, pa.list_(pa.string()))
+        deny = pa.array([sorted(acl.deny)] * rows.num_rows, pa.list_(pa.string()))
+        rows = rows.set_column(rows.schema.get_field_index("allow"), "allow", allow)
+        rows = rows.set_column(rows.schema.get_field_index("deny"), "deny", deny)
+        assert self._info is not None
+        rows = rows.select(_schema(self._info.dimension).names).cast(_schema(self._info.dimension))
+        try:
+            (
+                table.merge_insert("id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(rows)
+            )
+        except Exception as exc:
+            raise StoreError(f"LanceDB ACL update failed: {exc}") from exc
+        return int(rows.num_rows)
+
+    def sync_state(self) -> LanceDBSyncState:
+        """The sync state table beside this store's chunks table."""
+        from rag.sync.lancedb_state import LanceDBSyncState
+
+        return LanceDBSyncState(self._connect, self._settings.table)
 
     def optimize(self) -> None:
         """Build the ACL label indexes (and the ANN index when the table is large enough)."""

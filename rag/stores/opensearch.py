@@ -17,7 +17,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rag.config import OpenSearchSettings
 from rag.embeddings.base import Vectors
@@ -26,6 +26,9 @@ from rag.models import Acl, Chunk, Citation, SearchHit, stable_hash
 from rag.retrieval.fusion import reciprocal_rank_fusion
 from rag.stores.base import IndexInfo, check_compatible, checked_id, checked_principals
 from rag.stores.opensearch_dsl import ALLOW, DENY, bm25_query, index_body, knn_query
+
+if TYPE_CHECKING:
+    from rag.sync.opensearch_state import OpenSearchSyncState
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +260,19 @@ class OpenSearchStore:
         cap = min(self._settings.backoff_max_seconds, self._settings.backoff_seconds * 2**attempt)
         time.sleep(random.uniform(0, cap))  # noqa: S311 - jitter, not cryptography
 
-    def optimize(self) -> None:
-        """Make every write visible to search (called once at the end of an ingestion)."""
+    def refresh(self) -> None:
+        """Make every write so far visible to search."""
         self._call("refresh", self.client.indices.refresh, index=self._target())
+
+    def optimize(self) -> None:
+        """Called once at the end of an ingestion: make every write visible."""
+        self.refresh()
+
+    def sync_state(self) -> OpenSearchSyncState:
+        """The sync state index beside this store's physical index."""
+        from rag.sync.opensearch_state import OpenSearchSyncState
+
+        return OpenSearchSyncState(lambda: self.client, self._target, self._settings.replicas)
 
     # -- reads -------------------------------------------------------------------------------
     def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:

@@ -1,0 +1,91 @@
+"""What a sync run must do, decided from a listing and the stored states. A pure function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from connectors.base import Listing
+from rag.models import SourceDocument
+from rag.sync.state import DocState
+
+NO_ACL = "no-acl"
+
+
+def acl_digest(document: SourceDocument) -> str:
+    return document.acl.digest() if document.acl is not None else NO_ACL
+
+
+@dataclass
+class Plan:
+    new: list[SourceDocument] = field(default_factory=list)
+    changed: list[SourceDocument] = field(default_factory=list)
+    acl_only: list[SourceDocument] = field(default_factory=list)
+    restore: list[SourceDocument] = field(default_factory=list)  # tombstoned, back unchanged
+    unchanged: list[SourceDocument] = field(default_factory=list)
+    tombstone: list[DocState] = field(default_factory=list)
+    purge: list[DocState] = field(default_factory=list)
+    deletion_blocked: str | None = None
+
+    @property
+    def to_process(self) -> list[SourceDocument]:
+        """Documents to parse, chunk, embed and load."""
+        return [*self.new, *self.changed]
+
+
+def plan_sync(
+    listing: Listing,
+    states: dict[str, DocState],
+    now: datetime,
+    *,
+    max_delete_share: float,
+    tombstone_grace: timedelta,
+    full_resync: bool = False,
+    allow_mass_delete: bool = False,
+) -> Plan:
+    plan = Plan()
+    listed = {d.id for d in listing.documents}
+    for doc in listing.documents:
+        state = states.get(doc.id)
+        if state is None:
+            plan.new.append(doc)
+            continue
+        same_content = state.content_hash == doc.content_hash
+        same_acl = state.acl_digest == acl_digest(doc)
+        if full_resync or state.status == "pending" or not same_content:
+            plan.changed.append(doc)
+        elif state.status == "quarantined":
+            (plan.unchanged if same_acl else plan.changed).append(doc)
+        elif state.status == "tombstoned":
+            plan.restore.append(doc)
+        elif not same_acl:
+            plan.acl_only.append(doc)
+        else:
+            plan.unchanged.append(doc)
+
+    missing = [s for s in states.values() if s.document_id not in listed]
+    to_tombstone = [s for s in missing if s.status != "tombstoned"]
+    to_purge = [
+        s
+        for s in missing
+        if s.status == "tombstoned"
+        and s.tombstoned_at is not None
+        and now - s.tombstoned_at >= tombstone_grace
+    ]
+    if not (to_tombstone or to_purge):
+        return plan
+    present = sum(1 for s in states.values() if s.status != "tombstoned")
+    share = len(to_tombstone) / present if present else 0.0
+    if not listing.complete:
+        plan.deletion_blocked = (
+            f"listing of {listing.source} is incomplete ({len(listing.errors)} errors): "
+            f"deleting nothing, {len(to_tombstone)} documents would have been removed"
+        )
+    elif share > max_delete_share and not allow_mass_delete:
+        plan.deletion_blocked = (
+            f"listing of {listing.source} would remove {len(to_tombstone)} of {present} documents "
+            f"({share:.0%} > max_delete_share {max_delete_share:.0%}): deleting nothing"
+        )
+    else:
+        plan.tombstone, plan.purge = to_tombstone, to_purge
+    return plan
