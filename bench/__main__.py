@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ann", action="store_true", help="also the embedded IVF-HNSW index")
     args = parser.parse_args()
-    which = {"store", "opensearch", "scifact"} if "all" in args.which else set(args.which)
+    which = {"store", "opensearch", "scifact", "sync"} if "all" in args.which else set(args.which)
     if "store" in which:
         from bench import store_acl
 
@@ -26,6 +26,10 @@ def main() -> None:
         from bench import opensearch_acl
 
         opensearch_acl.run(rows=args.rows, queries=args.queries)
+    if "sync" in which:
+        from bench import sync
+
+        sync.run()
     if "scifact" in which:
         from bench import scifact
 

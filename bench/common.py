@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import socket
 import subprocess
 import time
@@ -42,7 +44,8 @@ class Corpus:
 
 
 def synthetic(rows: int, queries: int, seed: int = 42) -> Corpus:
-    """Clustered unit vectors (a mixture of Gaussians, like real embeddings) with nested ACLs."""
+    """Clustered unit vectors (a mixture of Gaussians) with nested ACLs: a hard case for HNSW,
+    since each query's neighbours are a hundred near-equidistant cluster mates."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(max(rows // 100, 10), DIM)).astype(np.float32)
     assign = rng.integers(0, len(centers), size=rows)
@@ -52,24 +55,66 @@ def synthetic(rows: int, queries: int, seed: int = 42) -> Corpus:
     picks = rng.integers(0, rows, size=queries)
     q = vectors[picks] + 0.5 * rng.normal(size=(queries, DIM)).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return Corpus(vectors.astype(np.float32), u, _acl_chunks(u), q.astype(np.float32))
+
+
+def _sentences(text: str) -> list[str]:
+    parts = [p.strip() for p in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9])", text) if p.strip()]
+    return [p for p in parts if len(p) > 20]
+
+
+def scifact_chunks(rows: int, queries: int, seed: int = 42) -> Corpus:
+    """Real text: SciFact abstracts cut into windows of one to three sentences, embedded with the
+    offline model (cached by text hash under .cache/bench), queried with SciFact's own claims."""
+    from evaluation.datasets import default_eval_root, load_beir
+    from rag.embeddings import embed_in_batches
+    from rag.embeddings.cache import CachedEmbedder
+    from rag.embeddings.minilm import MiniLMEmbedder
+
+    data = load_beir(default_eval_root() / "scifact")
+    texts: list[str] = []
+    for title, text in data.corpus.values():
+        sentences = _sentences(text)
+        texts.extend(f"{title}: {s}" for s in sentences)
+        texts.extend(f"{a} {b}" for a, b in itertools.pairwise(sentences))
+        texts.extend(" ".join(sentences[i : i + 3]) for i in range(len(sentences) - 2))
+    texts = list(dict.fromkeys(texts))
+    rng = np.random.default_rng(seed)
+    if len(texts) < rows:
+        raise ValueError(f"only {len(texts)} SciFact windows; ask for fewer rows")
+    picked = [texts[i] for i in sorted(rng.choice(len(texts), size=rows, replace=False))]
+    embedder = CachedEmbedder(MiniLMEmbedder(), Path(".cache/bench/embeddings.sqlite"))
+    vectors = embed_in_batches(embedder, picked, 256)
+    query_texts = list(data.queries.values())[:queries]
+    q = np.stack([embedder.embed_batch([t], kind="query")[0] for t in query_texts])
+    u = rng.random(rows)
+    return Corpus(vectors, u, _acl_chunks(u, picked), q.astype(np.float32))
+
+
+def _acl_chunks(u: np.ndarray, texts: list[str] | None = None) -> list[Chunk]:
     citation = Citation(document_id="d", uri="bench", title="bench")
     chunks = []
     for i, value in enumerate(u):
         doc = f"d{i}"
         allow = frozenset({label(s) for s in SHARES if value < s})
+        text = texts[i] if texts is not None else f"chunk {i}"
         chunks.append(
             Chunk(
                 id=Chunk.make_id(doc, 0),
                 document_id=doc,
                 source="bench",
                 ordinal=0,
-                text=f"chunk {i}",
+                text=text,
                 token_count=2,
                 acl=Acl(allow=allow),
                 citation=citation.model_copy(update={"document_id": doc}),
             )
         )
-    return Corpus(vectors.astype(np.float32), u, chunks, q.astype(np.float32))
+    return chunks
+
+
+def corpus(kind: str, rows: int, queries: int) -> Corpus:
+    return scifact_chunks(rows, queries) if kind == "scifact" else synthetic(rows, queries)
 
 
 @dataclass

@@ -99,8 +99,14 @@ def ingest_command(
     full_resync: Annotated[
         bool, typer.Option("--full-resync", help="Re-process every document, changed or not.")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Estimate embedding calls, tokens and cost only.")
+    ] = False,
 ) -> None:
     """Sync a folder (ACLs from its .rag-acl.toml policy files) into the index."""
+    if dry_run:
+        _dry_run(path, _settings(data_dir), name, full_resync, as_json)
+        return
     try:
         summary = _ingest(path, _settings(data_dir), name, full_resync)
     except RagError as exc:
@@ -110,6 +116,44 @@ def ingest_command(
         typer.echo(json.dumps(summary.to_json(), indent=2))
     else:
         _print_summary(summary)
+
+
+def _dry_run(
+    path: Path, settings: Settings, name: str | None, full_resync: bool, as_json: bool
+) -> None:
+    from rag.estimate import estimate
+
+    try:
+        result = estimate(FilesystemConnector(path, name), settings, full_resync=full_resync)
+    except RagError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    table = Table(
+        title=f"Dry run: {result.source} (nothing embedded or written)", show_header=False
+    )
+    cost = (
+        "unknown (no price for this model)"
+        if result.cost_usd is None
+        else (f"${result.cost_usd:.6f}")
+    )
+    for label, value in [
+        ("model", result.model_id),
+        ("documents to process", result.documents_to_process),
+        ("ACL-only updates", result.acl_only),
+        ("documents to delete", result.to_delete),
+        ("chunks", result.chunks),
+        ("texts to embed (not cached)", result.texts_to_embed),
+        ("tokens to embed", result.tokens_to_embed),
+        ("embedding calls", result.embedding_calls),
+        ("estimated cost", cost),
+    ]:
+        table.add_row(label, str(value))
+    console.print(table)
+    for line in result.unparseable:
+        console.print(f"  [yellow]would be quarantined[/] {line}")
 
 
 @app.command("query")
@@ -188,3 +232,26 @@ def demo_command(data_dir: DataDir = None) -> None:
     except RagError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
+
+
+@app.command("serve-embeddings")
+def serve_embeddings_command(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    max_batch: Annotated[int, typer.Option(help="Most texts per model call.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Serve the local model over the text-embeddings-inference HTTP API (POST /embed)."""
+    import uvicorn
+
+    from rag.embeddings.minilm import MiniLMEmbedder
+    from rag.serve import create_app
+
+    settings = Settings()
+    embedder = MiniLMEmbedder(
+        settings.embedding.max_sequence_tokens, settings.embedding.threads, device
+    )
+    uvicorn.run(
+        create_app(embedder, max_batch, max_wait_ms), host=host, port=port, log_level="warning"
+    )

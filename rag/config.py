@@ -33,9 +33,51 @@ class ChunkingSettings(_Section):
         return self
 
 
+class BedrockSettings(_Section):
+    model_id: str = Field("amazon.titan-embed-text-v2:0", description="Titan v2 or Cohere Embed.")
+    region: str | None = None
+    endpoint_url: str | None = Field(None, description="Override (VPC endpoints, tests).")
+    dimensions: Literal[256, 512, 1024] = 1024
+    normalize: bool = True
+    max_concurrency: int = Field(32, ge=1)
+    timeout_seconds: float = Field(30.0, gt=0)
+
+
+class SageMakerSettings(_Section):
+    endpoint_name: str = ""
+    dimension: int = Field(384, ge=1)
+    shape: Literal["tei", "hf", "jumpstart"] = "tei"
+    model_name: str | None = Field(None, description="Recorded as the model id; default: endpoint.")
+    region: str | None = None
+    endpoint_url: str | None = None
+    batch_size: int = Field(32, ge=1)
+    max_concurrency: int = Field(16, ge=1)
+
+
+class TEISettings(_Section):
+    url: str = "http://127.0.0.1:8080"
+    dimension: int = Field(384, ge=1)
+    model_name: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(32, ge=1)
+    max_concurrency: int = Field(16, ge=1)
+
+
 class EmbeddingSettings(_Section):
-    provider: Literal["minilm", "hash"] = Field(
-        "minilm", description="minilm: offline all-MiniLM-L6-v2 (ONNX); hash: deterministic fake."
+    provider: Literal["minilm", "hash", "bedrock", "sagemaker", "tei"] = Field(
+        "minilm",
+        description="minilm: offline all-MiniLM-L6-v2 (ONNX); hash: deterministic fake; bedrock; "
+        "sagemaker (endpoint, e.g. on Inferentia2); tei (an HTTP embedding server).",
+    )
+    bedrock: BedrockSettings = BedrockSettings()
+    sagemaker: SageMakerSettings = SageMakerSettings()
+    tei: TEISettings = TEISettings()
+    prices_per_1k_tokens: dict[str, float] = Field(
+        default_factory=lambda: {
+            "bedrock/amazon.titan-embed-text-v2:0": 0.00002,
+            "bedrock/cohere.embed-english-v3": 0.0001,
+            "bedrock/cohere.embed-multilingual-v3": 0.0001,
+        },
+        description="USD per 1,000 input tokens, by model id (prefix match on the id).",
     )
     batch_size: int = Field(32, ge=1, le=1024)
     max_sequence_tokens: int = Field(256, ge=8, le=512, description="Model input truncation.")
@@ -124,6 +166,7 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path(".rag"), description="Where the embedded store and records live.")
+    tenant: str = Field("-", description="Tenant that usage and cost are accounted to.")
     parsing: ParsingSettings = ParsingSettings()
     chunking: ChunkingSettings = ChunkingSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()

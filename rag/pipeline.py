@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.base import Connector
+from rag.accounting import MeteredEmbedder, UsageLedger
 from rag.chunking import Chunker
 from rag.config import Settings
-from rag.embeddings import Embedder, EmbeddingStats, build_embedder, embed_in_batches
+from rag.embeddings import Embedder, build_embedder, embed_in_batches
 from rag.embeddings.cache import CachedEmbedder
 from rag.errors import ConnectorError, DocumentError, MissingAclError
 from rag.models import Acl, Chunk, SourceDocument
@@ -59,6 +60,8 @@ class IngestSummary:
     embedding_calls: int = 0
     embedded_texts: int = 0
     embedded_tokens: int = 0
+    estimated_cost_usd: float | None = None
+    usage: list[dict[str, Any]] = field(default_factory=list)
     revocation_delay_seconds: float | None = None
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     listing_errors: list[str] = field(default_factory=list)
@@ -100,15 +103,25 @@ class Ingestor:
     ) -> None:
         self._settings = settings
         self._store = store
-        self._embedder = embedder
+        self._model = embedder
+        self._embedder: Embedder = embedder
         self._chunker = Chunker(settings.chunking)
         self._quarantine = Quarantine(settings.quarantine_dir)
         self._progress = progress
-        self._stats = EmbeddingStats()
+        self._ledger = UsageLedger()
         self._state: SyncStateStore | None = None
 
     def run(self, connector: Connector, *, full_resync: bool = False) -> IngestSummary:
         summary = IngestSummary(source=connector.name)
+        # provider calls are metered behind the cache: cache hits cost nothing
+        metered = MeteredEmbedder(
+            self._model,
+            self._ledger,
+            connector.name,
+            self._settings.tenant,
+            self._settings.chunking.encoding,
+        )
+        self._embedder = with_cache(metered, self._settings)
         with summary.timed("list"):
             listing = connector.list_documents()
         listed_at = datetime.now(UTC)
@@ -140,8 +153,20 @@ class Ingestor:
         with summary.timed("index"):
             self._store.optimize()
         summary.unchanged = len(plan.unchanged)
+        self._account(summary)
         log.info("sync %s: %s", connector.name, summary.to_json())
         return summary
+
+    def _account(self, summary: IngestSummary) -> None:
+        prices = self._settings.embedding.prices_per_1k_tokens
+        totals = self._ledger.totals().values()
+        summary.embedding_calls = sum(u.calls for u in totals)
+        summary.embedded_texts = sum(u.texts for u in totals)
+        summary.embedded_tokens = sum(u.tokens for u in totals)
+        summary.usage = self._ledger.report(prices)
+        costs = [u["cost_usd"] for u in summary.usage]
+        if costs and all(c is not None for c in costs):
+            summary.estimated_cost_usd = float(sum(c for c in costs if isinstance(c, float)))
 
     # -- revocations: ACL-only changes, restores, tombstones, purges -------------------------
     def _revoke(self, plan: Plan, states: dict[str, DocState], summary: IngestSummary) -> bool:
@@ -194,9 +219,6 @@ class Ingestor:
             if self._progress is not None:
                 self._progress(done, len(documents))
         self._flush(pending, summary)
-        summary.embedding_calls = self._stats.calls
-        if isinstance(self._embedder, CachedEmbedder):
-            summary.embedding_calls = self._embedder.provider_calls
 
     def _prepare(
         self, connector: Connector, document: SourceDocument, summary: IngestSummary
@@ -235,16 +257,7 @@ class Ingestor:
         chunks = pending.chunks
         with summary.timed("embed"):
             texts = [c.text for c in chunks]
-            if isinstance(self._embedder, CachedEmbedder):
-                fresh = self._embedder.missing(texts)
-                summary.embedded_texts += len(fresh)
-                summary.embedded_tokens += sum(chunks[i].token_count for i in fresh)
-            else:
-                summary.embedded_texts += len(texts)
-                summary.embedded_tokens += sum(c.token_count for c in chunks)
-            vectors = embed_in_batches(
-                self._embedder, texts, self._settings.embedding.batch_size, self._stats
-            )
+            vectors = embed_in_batches(self._embedder, texts, self._settings.embedding.batch_size)
         with summary.timed("load"):
             self._store.upsert(chunks, vectors)
             for document, doc_chunks in pending.documents:
@@ -312,7 +325,10 @@ def ingest(
     progress: Progress | None = None,
     full_resync: bool = False,
 ) -> IngestSummary:
-    """Sync everything ``connector`` lists into the store the settings name."""
-    model = with_cache(embedder or build_embedder(settings.embedding), settings)
+    """Sync everything ``connector`` lists into the store the settings name.
+
+    ``embedder`` is the model itself: the run puts metering and the embedding cache in front.
+    """
+    model = embedder or build_embedder(settings.embedding)
     target = store if store is not None else build_store(settings)
     return Ingestor(settings, target, model, progress).run(connector, full_resync=full_resync)

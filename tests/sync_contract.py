@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from connectors.filesystem import FilesystemConnector
 from rag.config import Settings

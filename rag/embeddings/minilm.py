@@ -28,9 +28,12 @@ _SUB_BATCH: Final = 32
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 sentence embeddings (384 dims). Loads lazily on first use."""
 
-    def __init__(self, max_sequence_tokens: int = 256, threads: int = 0) -> None:
+    def __init__(
+        self, max_sequence_tokens: int = 256, threads: int = 0, device: str = "cpu"
+    ) -> None:
         self._max_tokens = max_sequence_tokens
         self._threads = threads
+        self._device = device
         self._session: Any = None
         self._tokenizer: Any = None
 
@@ -62,9 +65,13 @@ class MiniLMEmbedder:
         options = ort.SessionOptions()
         if self._threads:
             options.intra_op_num_threads = self._threads
-        self._session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if self._device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        elif self._device == "cuda":
+            raise ConfigurationError("device 'cuda' asked for, but ONNX Runtime has no CUDA")
+        self._session = ort.InferenceSession(str(model), options, providers=providers)
         self._tokenizer = tokenizer
 
     def embed_batch(self, texts: Sequence[str], *, kind: InputKind = "document") -> Vectors:

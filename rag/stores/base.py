@@ -35,6 +35,10 @@ class VectorStore(Protocol):
         """Create the index for ``info``, or check an existing one was built with it."""
         ...
 
+    def index_info(self) -> IndexInfo | None:
+        """What the existing index was built with; None if there is none (no side effects)."""
+        ...
+
     def upsert(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
         """Insert or replace chunks by id (idempotent)."""
         ...

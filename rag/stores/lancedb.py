@@ -127,7 +127,7 @@ class LanceDBStore:
 
     def index_info(self) -> IndexInfo | None:
         """What the existing index was built with, or None if there is none yet."""
-        if self._meta_name not in self._table_names():
+        if not self._uri.exists() or self._meta_name not in self._table_names():
             return None
         return self._read_info()
 

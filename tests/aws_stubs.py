@@ -1,0 +1,205 @@
+"""Loopback HTTP servers that speak the bedrock-runtime and sagemaker-runtime wire protocols
+(REST-JSON), so boto3's real client code, signing and serialization run in tests.
+
+Responses are deterministic embeddings of each input (the hash embedder), so a test can check
+every returned vector. Faults (throttling, 5xx, timeouts) and a token-bucket quota are injected
+on request.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from rag.embeddings.hashing import HashEmbedder
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class StubConfig:
+    dimension: int = 1024
+    throttle_share: float = 0.0
+    error_share: float = 0.0
+    timeout_share: float = 0.0
+    timeout_sleep: float = 1.0
+    quota_per_second: float | None = None  # token bucket of calls
+    burst: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class StubState:
+    requests: list[Recorded] = field(default_factory=list)
+    delivered: dict[str, int] = field(default_factory=dict)  # text -> successful responses
+    ok: int = 0
+    throttled: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Bucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.capacity, self.tokens = rate, burst, burst
+        self.at = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True
+            return False
+
+
+class AwsStub:
+    def __init__(self, config: StubConfig | None = None) -> None:
+        self.config = config or StubConfig()
+        self.state = StubState()
+        self._rng = random.Random(self.config.seed)
+        self._bucket = (
+            _Bucket(self.config.quota_per_second, self.config.burst)
+            if self.config.quota_per_second
+            else None
+        )
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> AwsStub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _verdict(self) -> str:
+        with self.state.lock:
+            if self._bucket is not None and not self._bucket.take():
+                self.state.throttled += 1
+                return "throttle"
+            roll = self._rng.random()
+            c = self.config
+            if roll < c.throttle_share:
+                self.state.throttled += 1
+                return "throttle"
+            if roll < c.throttle_share + c.error_share:
+                self.state.errors += 1
+                return "error"
+            if roll < c.throttle_share + c.error_share + c.timeout_share:
+                self.state.timeouts += 1
+                return "timeout"
+            return "ok"
+
+    def respond(
+        self, path: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, str], Any, list[str]]:
+        hasher = HashEmbedder(self.config.dimension)
+        if path.startswith("/model/"):
+            model = unquote(path.split("/")[2])
+            if "titan" in model:
+                text = body["inputText"]
+                vector = hasher.embed_batch([text])[0].tolist()
+                return (
+                    200,
+                    {},
+                    {"embedding": vector, "inputTextTokenCount": len(text.split())},
+                    [text],
+                )
+            texts = body["texts"]
+            vectors = hasher.embed_batch(texts).tolist()
+            return (
+                200,
+                {},
+                {
+                    "id": "x",
+                    "embeddings": vectors,
+                    "texts": texts,
+                    "response_type": "embeddings_floats",
+                },
+                texts,
+            )
+        if path.startswith("/endpoints/"):
+            texts = body.get("inputs") or body.get("text_inputs")
+            vectors = hasher.embed_batch(texts).tolist()
+            payload = {"embedding": vectors} if "text_inputs" in body else vectors
+            return 200, {}, payload, texts
+        return 404, {}, {"message": "not found"}, []
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw or b"{}")
+                with stub.state.lock:
+                    stub.state.requests.append(Recorded(self.path, dict(self.headers), body))
+                verdict = stub._verdict()
+                if verdict == "timeout":
+                    time.sleep(stub.config.timeout_sleep)
+                    self._send(
+                        500, {"x-amzn-ErrorType": "InternalServerException"}, {"message": "late"}
+                    )
+                    return
+                if verdict == "throttle":
+                    self._send(
+                        429,
+                        {"x-amzn-ErrorType": "ThrottlingException"},
+                        {"message": "Too many requests, please wait before trying again."},
+                    )
+                    return
+                if verdict == "error":
+                    self._send(
+                        500,
+                        {"x-amzn-ErrorType": "InternalServerException"},
+                        {"message": "injected"},
+                    )
+                    return
+                status, headers, payload, texts = stub.respond(self.path, body)
+                if status == 200:
+                    with stub.state.lock:
+                        stub.state.ok += 1
+                        for t in texts:
+                            stub.state.delivered[t] = stub.state.delivered.get(t, 0) + 1
+                self._send(status, headers, payload)
+
+            def _send(self, status: int, headers: dict[str, str], payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler
