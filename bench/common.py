@@ -64,7 +64,8 @@ def _sentences(text: str) -> list[str]:
 
 
 def scifact_chunks(rows: int, queries: int, seed: int = 42) -> Corpus:
-    """Real text: SciFact abstracts cut into windows of one to three sentences, embedded with the
+    """Real text: SciFact titles and abstracts cut into windows of one to three sentences, embedded
+    with the
     offline model (cached by text hash under .cache/bench), queried with SciFact's own claims."""
     from evaluation.datasets import default_eval_root, load_beir
     from rag.embeddings import embed_in_batches
@@ -75,9 +76,10 @@ def scifact_chunks(rows: int, queries: int, seed: int = 42) -> Corpus:
     texts: list[str] = []
     for title, text in data.corpus.values():
         sentences = _sentences(text)
-        texts.extend(f"{title}: {s}" for s in sentences)
+        texts.extend(sentences)
         texts.extend(f"{a} {b}" for a, b in itertools.pairwise(sentences))
         texts.extend(" ".join(sentences[i : i + 3]) for i in range(len(sentences) - 2))
+        texts.extend(title for _ in (0,) if title)
     texts = list(dict.fromkeys(texts))
     rng = np.random.default_rng(seed)
     if len(texts) < rows:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -81,6 +81,39 @@ class IngestSummary:
         data["seconds"] = {k: round(v, 4) for k, v in self.seconds.items()}
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IngestSummary:
+        values = dict(data)
+        values["quarantined"] = [QuarantineRecord.model_validate(r) for r in data["quarantined"]]
+        return cls(**values)
+
+    def merge(self, other: IngestSummary) -> None:
+        """Add the work of another part of the same run (a mapped batch)."""
+        for name in (
+            "documents_ingested",
+            "chunks",
+            "tokens",
+            "embedding_calls",
+            "embedded_texts",
+            "embedded_tokens",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.quarantined.extend(other.quarantined)
+        self.usage.extend(other.usage)
+        for stage, seconds in other.seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+@dataclass
+class SyncRun:
+    """A planned sync: what was listed, what the state said, and what to do."""
+
+    source: str
+    listed_at: datetime
+    states: dict[str, DocState]
+    plan: Plan
+    summary: IngestSummary
+
 
 @dataclass
 class _Pending:
@@ -111,17 +144,26 @@ class Ingestor:
         self._ledger = UsageLedger()
         self._state: SyncStateStore | None = None
 
-    def run(self, connector: Connector, *, full_resync: bool = False) -> IngestSummary:
-        summary = IngestSummary(source=connector.name)
+    # -- steps (the DAG runs them as separate tasks; run() runs them in one process) ---------
+    def _open(self, source: str) -> None:
+        """Meter and cache the model for ``source``; open the index and its sync state."""
+        if self._state is not None:
+            return
         # provider calls are metered behind the cache: cache hits cost nothing
         metered = MeteredEmbedder(
             self._model,
             self._ledger,
-            connector.name,
+            source,
             self._settings.tenant,
             self._settings.chunking.encoding,
         )
         self._embedder = with_cache(metered, self._settings)
+        self._store.ensure_index(IndexInfo(self._embedder.model_id, self._embedder.dimension))
+        self._state = self._store.sync_state()
+
+    def begin(self, connector: Connector, *, full_resync: bool = False) -> SyncRun:
+        """List the source and plan the sync against the stored state."""
+        summary = IngestSummary(source=connector.name)
         with summary.timed("list"):
             listing = connector.list_documents()
         listed_at = datetime.now(UTC)
@@ -129,8 +171,8 @@ class Ingestor:
         summary.listing_errors = list(listing.errors)
         summary.documents_listed = len(listing.documents)
         with summary.timed("load"):
-            self._store.ensure_index(IndexInfo(self._embedder.model_id, self._embedder.dimension))
-            self._state = self._store.sync_state()
+            self._open(connector.name)
+            assert self._state is not None
             states = self._state.load(connector.name)
         sync = self._settings.sync
         plan = plan_sync(
@@ -145,30 +187,64 @@ class Ingestor:
         if plan.deletion_blocked:
             log.error("deletions skipped: %s", plan.deletion_blocked)
         summary.deletion_blocked = plan.deletion_blocked
-        with summary.timed("revoke"):
-            revoked = self._revoke(plan, states, summary)
+        summary.unchanged = len(plan.unchanged)
+        return SyncRun(connector.name, listed_at, states, plan, summary)
+
+    def revoke(self, run: SyncRun) -> None:
+        """Permission changes and deletions first: ACL-only updates, restores, tombstones."""
+        with run.summary.timed("revoke"):
+            revoked = self._revoke(run.plan, run.states, run.summary)
         if revoked:
-            summary.revocation_delay_seconds = (datetime.now(UTC) - listed_at).total_seconds()
-        self._process(connector, plan, summary)
+            delay = (datetime.now(UTC) - run.listed_at).total_seconds()
+            run.summary.revocation_delay_seconds = delay
+        run.summary.new, run.summary.changed = len(run.plan.new), len(run.plan.changed)
+
+    def process(
+        self, connector: Connector, documents: Sequence[SourceDocument], summary: IngestSummary
+    ) -> None:
+        """Parse, chunk, embed and load these documents (new or changed)."""
+        self._open(connector.name)
+        self._process(connector, documents, summary)
+
+    def purge(self, source: str, states: Sequence[DocState], summary: IngestSummary) -> None:
+        """Phase two of deletion: remove tombstoned documents' chunks and states."""
+        self._open(source)
+        assert self._state is not None
+        for state in states:
+            self._store.delete_document(state.document_id)
+        self._state.delete(source, [s.document_id for s in states])
+        summary.deleted += len(states)
+
+    def finish(self, summary: IngestSummary) -> IngestSummary:
+        """Build indexes, make every write visible, and account for embedding usage."""
         with summary.timed("index"):
             self._store.optimize()
-        summary.unchanged = len(plan.unchanged)
-        self._account(summary)
-        log.info("sync %s: %s", connector.name, summary.to_json())
+        self.account(summary)
+        log.info("sync %s: %s", summary.source, summary.to_json())
         return summary
 
-    def _account(self, summary: IngestSummary) -> None:
+    def run(self, connector: Connector, *, full_resync: bool = False) -> IngestSummary:
+        """One whole sync: plan, revoke, process, purge, finish."""
+        run = self.begin(connector, full_resync=full_resync)
+        self.revoke(run)
+        self.process(connector, run.plan.to_process, run.summary)
+        self.purge(connector.name, run.plan.purge, run.summary)
+        return self.finish(run.summary)
+
+    def account(self, summary: IngestSummary) -> None:
+        """Add this process's embedding usage to ``summary``."""
         prices = self._settings.embedding.prices_per_1k_tokens
         totals = self._ledger.totals().values()
-        summary.embedding_calls = sum(u.calls for u in totals)
-        summary.embedded_texts = sum(u.texts for u in totals)
-        summary.embedded_tokens = sum(u.tokens for u in totals)
-        summary.usage = self._ledger.report(prices)
+        summary.embedding_calls += sum(u.calls for u in totals)
+        summary.embedded_texts += sum(u.texts for u in totals)
+        summary.embedded_tokens += sum(u.tokens for u in totals)
+        summary.usage = _merge_usage([*summary.usage, *self._ledger.report(prices)])
+        self._ledger = UsageLedger()  # accounted once
         costs = [u["cost_usd"] for u in summary.usage]
         if costs and all(c is not None for c in costs):
             summary.estimated_cost_usd = float(sum(c for c in costs if isinstance(c, float)))
 
-    # -- revocations: ACL-only changes, restores, tombstones, purges -------------------------
+    # -- revocations: ACL-only changes, restores, tombstones ---------------------------------
     def _revoke(self, plan: Plan, states: dict[str, DocState], summary: IngestSummary) -> bool:
         assert self._state is not None
         now = datetime.now(UTC)
@@ -193,20 +269,15 @@ class Ingestor:
             )
         summary.tombstoned = len(plan.tombstone)
         self._state.put(updated)
-        for state in plan.purge:
-            self._store.delete_document(state.document_id)
-        if plan.purge:
-            self._state.delete(plan.purge[0].source, [s.document_id for s in plan.purge])
-        summary.deleted = len(plan.purge)
         refresh = getattr(self._store, "refresh", None)
         if updated and callable(refresh):
             refresh()
         return bool(plan.acl_only or plan.tombstone)
 
     # -- content: parse, chunk, embed, load ----------------------------------------------------
-    def _process(self, connector: Connector, plan: Plan, summary: IngestSummary) -> None:
-        summary.new, summary.changed = len(plan.new), len(plan.changed)
-        documents = plan.to_process
+    def _process(
+        self, connector: Connector, documents: Sequence[SourceDocument], summary: IngestSummary
+    ) -> None:
         flush_at = self._settings.embedding.batch_size * 8
         pending = _Pending()
         for done, document in enumerate(documents, start=1):
@@ -307,6 +378,21 @@ def _state(
         chunk_ids=chunk_ids,
         updated_at=now,
     )
+
+
+def _merge_usage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["source"], row["tenant"], row["model_id"])
+        if key not in merged:
+            merged[key] = dict(row)
+            continue
+        into = merged[key]
+        for name in ("calls", "texts", "tokens", "seconds"):
+            into[name] += row[name]
+        if into["cost_usd"] is not None and row["cost_usd"] is not None:
+            into["cost_usd"] += row["cost_usd"]
+    return [merged[k] for k in sorted(merged)]
 
 
 def with_cache(embedder: Embedder, settings: Settings) -> Embedder:

@@ -1,0 +1,81 @@
+"""Glue between Airflow and the library, used by the DAG files (not a DAG file itself).
+
+Task callables build the settings inside the task (environment, the source's overrides, and
+the Airflow Connections ``opensearch_default`` and ``aws_default`` when they exist) and call the
+orchestrator-free functions of ``rag.orchestration``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+SOURCES_FILE = Path(os.environ.get("RAG_SOURCES_FILE", Path(__file__).with_name("sources.yaml")))
+OPENSEARCH_CONN = os.environ.get("RAG_OPENSEARCH_CONN_ID", "opensearch_default")
+AWS_CONN = os.environ.get("RAG_AWS_CONN_ID", "aws_default")
+EMBEDDING_POOL = os.environ.get("RAG_EMBEDDING_POOL", "rag_embedding")
+RETRY_DELAY_SECONDS = float(os.environ.get("RAG_TASK_RETRY_DELAY_SECONDS", "30"))
+
+
+def sources() -> list[Any]:
+    """The declared sources (parsed at DAG-parse time: a small YAML file, nothing else)."""
+    from rag.sources import load_sources
+
+    return load_sources(SOURCES_FILE)
+
+
+def _connection(conn_id: str) -> dict[str, Any] | None:
+    from airflow.sdk import Connection
+
+    try:
+        conn = Connection.get(conn_id)
+    except Exception:  # an undefined connection is fine: the settings keep their defaults
+        return None
+    return {
+        "host": conn.host,
+        "port": conn.port,
+        "schema": conn.schema,
+        "login": conn.login,
+        "password": conn.password,
+        "extra": conn.extra_dejson,
+    }
+
+
+def _context(name: str) -> tuple[Any, Any]:
+    from rag.config import Settings
+    from rag.orchestration import settings_from_connections
+
+    spec = next(s for s in sources() if s.name == name)
+    settings = settings_from_connections(
+        spec.settings_over(Settings()), _connection(OPENSEARCH_CONN), _connection(AWS_CONN)
+    )
+    return spec, settings
+
+
+def list_changes(source: str, full_resync: bool = False) -> dict[str, Any]:
+    from rag.orchestration import list_changes as run
+
+    spec, settings = _context(source)
+    return run(spec, settings, full_resync)
+
+
+def process_batch(source: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
+    from rag.orchestration import process_batch as run
+
+    spec, settings = _context(source)
+    return run(spec, settings, batch)
+
+
+def finalize(source: str, listed: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, Any]:
+    from rag.orchestration import finalize as run
+
+    spec, settings = _context(source)
+    done = [b for b in batches if b]
+    summary = run(spec, settings, listed, done)
+    failed = len(listed["batches"]) - len(done)
+    if failed:  # the work of the good batches is kept; their documents stay pending
+        raise RuntimeError(
+            f"{failed} of {len(listed['batches'])} batches failed; summary: {summary}"
+        )
+    return summary

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.filesystem import FilesystemConnector
+from rag.config import Settings
+from rag.demo import corpus_path
+from rag.pipeline import ingest
+from rag.stores.lancedb import LanceDBStore
+from tests.airflow.conftest import DAGS
+
+
+def _sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    file = tmp_path / "sources.yaml"
+    file.write_text(body)
+    monkeypatch.setenv("RAG_SOURCES_FILE", str(file))
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAG_EMBEDDING__PROVIDER", "hash")
+    for module in ("rag_airflow", "ingest"):
+        sys.modules.pop(module, None)
+
+
+def _dag(dag_id: str) -> Any:
+    module = importlib.import_module("ingest")
+    return getattr(module, dag_id)
+
+
+def test_dagbag_imports_cleanly_and_fast(airflow_db: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    start = time.perf_counter()
+    bag = DagBag(dag_folder=str(DAGS))
+    elapsed = time.perf_counter() - start
+    assert bag.import_errors == {}
+    assert "rag_ingest_kestrel-demo" in bag.dag_ids
+    dag = bag.get_dag("rag_ingest_kestrel-demo")
+    assert {t.task_id for t in dag.tasks} == {
+        "list_changes",
+        "batches",
+        "process_batch",
+        "finalize",
+    }
+    assert elapsed < 1.0, f"parsing the DAG folder took {elapsed:.2f}s"
+
+
+def _finalize_summary(run: Any) -> dict[str, Any]:
+    ti = next(t for t in run.get_task_instances() if t.task_id == "finalize")
+    return ti.xcom_pull(task_ids="finalize")
+
+
+def test_dag_run_end_to_end_and_rerun_changes_nothing(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = Path(shutil.copytree(corpus_path(), tmp_path / "corpus"))
+    _sources(
+        tmp_path,
+        monkeypatch,
+        f"""
+sources:
+  - name: demo
+    connector: filesystem
+    options: {{root: {corpus}}}
+    schedule: null
+    batch_size: 3
+""",
+    )
+    dag = _dag("rag_ingest_demo")
+    run = dag.test()
+    assert run.state == "success"
+    summary = _finalize_summary(run)
+    assert summary["documents_ingested"] == 10
+    assert len(summary["quarantined"]) == 2
+
+    expected = Settings(data_dir=tmp_path / "direct", embedding={"provider": "hash"})
+    ingest(FilesystemConnector(corpus, "demo"), expected)
+    direct = LanceDBStore(expected.store_uri, expected.store).chunk_ids()
+    store = LanceDBStore(tmp_path / "data" / "lancedb", Settings().store)
+    assert store.chunk_ids() == direct
+
+    again = dag.test()
+    assert again.state == "success"
+    second = _finalize_summary(again)
+    assert (second["unchanged"], second["embedding_calls"], second["chunks"]) == (12, 0, 0)
+    assert store.chunk_ids() == direct
+
+
+def test_a_crashing_batch_is_retried_and_every_good_document_loads(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = Path(shutil.copytree(corpus_path(), tmp_path / "corpus"))
+    marker = tmp_path / "crashed"
+    _sources(
+        tmp_path,
+        monkeypatch,
+        f"""
+sources:
+  - name: flaky
+    connector: "tests.airflow.flaky:FlakyConnector"
+    options: {{root: {corpus}, crash_on: hr/salary-bands.md, marker: {marker}}}
+    schedule: null
+    batch_size: 4
+""",
+    )
+    run = _dag("rag_ingest_flaky").test()
+    assert marker.exists()  # the crash happened
+    assert run.state == "success"
+    tries = [t.try_number for t in run.get_task_instances() if t.task_id == "process_batch"]
+    assert max(tries) == 2  # the crashed batch was retried once
+    assert _finalize_summary(run)["documents_ingested"] == 10
