@@ -31,8 +31,8 @@ test-unit: install
 	$(PY) -m pytest tests -m "not integration"
 
 lint: install
-	$(VENV)/bin/ruff check rag connectors evaluation tests bench scripts
-	$(VENV)/bin/ruff format --check rag connectors evaluation
+	$(VENV)/bin/ruff check rag connectors evaluation dags tests bench scripts
+	$(VENV)/bin/ruff format --check rag connectors evaluation dags
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import rag_airflow as glue
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.definitions.dag import DAG
-
-import rag_airflow as glue
 
 DEFAULT_ARGS = {
     "retries": 3,

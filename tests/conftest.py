@@ -17,6 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rag.config import Settings
 
+pytest_plugins = ["tests.opensearch_node"]
+
 _real_connect = socket.socket.connect
 
 

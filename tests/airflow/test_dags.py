@@ -114,3 +114,41 @@ sources:
     tries = [t.try_number for t in run.get_task_instances() if t.task_id == "process_batch"]
     assert max(tries) == 2  # the crashed batch was retried once
     assert _finalize_summary(run)["documents_ingested"] == 10
+
+
+@pytest.mark.integration
+def test_dag_run_against_the_real_opensearch_node(
+    airflow_db: Path, opensearch_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.stores.opensearch import OpenSearchStore
+    from tests.opensearch_node import drop, os_settings
+
+    corpus = Path(shutil.copytree(corpus_path(), tmp_path / "corpus"))
+    osettings = os_settings(opensearch_url, refresh="false")
+    _sources(
+        tmp_path,
+        monkeypatch,
+        f"""
+sources:
+  - name: demo-os
+    connector: filesystem
+    options: {{root: {corpus}}}
+    schedule: null
+    store: opensearch
+    batch_size: 5
+    settings: {{store: {{opensearch: {{hosts: ["{opensearch_url}"], alias: {osettings.alias},
+                                      replicas: 0}}}}}}
+""",
+    )
+    dag = _dag("rag_ingest_demo-os")
+    try:
+        first = dag.test()
+        assert first.state == "success"
+        store = OpenSearchStore(osettings)
+        ids = store.chunk_ids()
+        assert len(ids) == _finalize_summary(first)["chunks"] > 0
+        again = dag.test()
+        assert _finalize_summary(again)["embedding_calls"] == 0
+        assert store.chunk_ids() == ids
+    finally:
+        drop(OpenSearchStore(osettings), osettings.alias)

@@ -6,8 +6,8 @@ import pytest
 from rag.errors import StoreError
 from rag.stores.opensearch import OpenSearchStore
 from tests.contract import EMBEDDER, INFO, make_chunk
-from tests.integration.conftest import drop, os_settings
 from tests.integration.fault_proxy import FaultProxy, Faults
+from tests.opensearch_node import drop, os_settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from rag.identity import UserContext
 from rag.pipeline import ingest
 from rag.retrieval.core import Retriever
 from rag.stores.opensearch import OpenSearchStore
-from tests.integration.conftest import drop, os_settings
+from tests.opensearch_node import drop, os_settings
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from rag.stores.base import IndexInfo
 from rag.stores.opensearch import OpenSearchStore, index_name
 from tests.acl_property import run_acl_property
 from tests.contract import CORPUS, EMBEDDER, INFO, StoreContract, put, search
-from tests.integration.conftest import drop, os_settings
+from tests.opensearch_node import drop, os_settings
 
 pytestmark = pytest.mark.integration
 

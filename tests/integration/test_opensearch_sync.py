@@ -7,7 +7,7 @@ import pytest
 
 from rag.config import Settings
 from rag.stores.opensearch import OpenSearchStore
-from tests.integration.conftest import drop, os_settings
+from tests.opensearch_node import drop, os_settings
 from tests.sync_contract import SyncContract
 
 pytestmark = pytest.mark.integration
