@@ -16,6 +16,8 @@ OPENSEARCH_CONN = os.environ.get("RAG_OPENSEARCH_CONN_ID", "opensearch_default")
 AWS_CONN = os.environ.get("RAG_AWS_CONN_ID", "aws_default")
 EMBEDDING_POOL = os.environ.get("RAG_EMBEDDING_POOL", "rag_embedding")
 RETRY_DELAY_SECONDS = float(os.environ.get("RAG_TASK_RETRY_DELAY_SECONDS", "30"))
+EVAL_SUITES = os.environ.get("RAG_EVAL_SUITES", "scifact-nightly")
+REPORTS_DIR = Path(os.environ.get("RAG_REPORTS_DIR", "reports"))
 
 
 def sources() -> list[Any]:
@@ -78,4 +80,34 @@ def finalize(source: str, listed: dict[str, Any], batches: list[dict[str, Any]])
         raise RuntimeError(
             f"{failed} of {len(listed['batches'])} batches failed; summary: {summary}"
         )
+    return summary
+
+
+def eval_suites() -> list[str]:
+    return [name.strip() for name in EVAL_SUITES.split(",") if name.strip()]
+
+
+def run_eval_suite(name: str) -> dict[str, Any]:
+    """Run one suite and publish its report; fail the task on any leak or regression."""
+    from evaluation.report import write_report
+    from evaluation.runner import run_suite
+    from evaluation.suite import load_suite
+    from rag.config import Settings
+    from rag.orchestration import settings_from_connections
+
+    base = settings_from_connections(
+        Settings(), _connection(OPENSEARCH_CONN), _connection(AWS_CONN)
+    )
+    result = run_suite(load_suite(name), REPORTS_DIR, base.data_dir / "eval", base)
+    report = write_report(result, REPORTS_DIR)
+    summary = {
+        "suite": name,
+        "passed": result.passed,
+        "leaks": result.leaks,
+        "headline": result.headline(),
+        "report": str(report),
+        "failures": result.failures,
+    }
+    if not result.passed:
+        raise RuntimeError(f"evaluation suite {name} failed: {result.failures}")
     return summary

@@ -1,1 +1,2 @@
-"""Retrieval evaluation: IR metrics, ragas suites and leak checks (see the evaluation issue)."""
+"""Retrieval evaluation: BEIR datasets with an ACL overlay, IR and ragas metrics per persona,
+leak checks, suites as TOML data, and a nightly HTML/JSON/markdown report."""

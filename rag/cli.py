@@ -255,3 +255,32 @@ def serve_embeddings_command(
     uvicorn.run(
         create_app(embedder, max_batch, max_wait_ms), host=host, port=port, log_level="warning"
     )
+
+
+@app.command("eval")
+def eval_command(
+    suite: Annotated[str, typer.Option("--suite", help="A shipped suite name or a .toml path.")],
+    out: Annotated[Path, typer.Option(help="Where reports and history go.")] = Path("reports"),
+    data_dir: DataDir = None,
+) -> None:
+    """Run an evaluation suite and write its HTML, JSON and markdown report; exit 1 on failure."""
+    from evaluation.report import write_report
+    from evaluation.runner import run_suite
+    from evaluation.suite import load_suite
+
+    try:
+        result = run_suite(load_suite(suite), out, (data_dir or Path(".rag")) / "eval")
+    except RagError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    path = write_report(result, out)
+    for key, value in sorted(result.headline().items()):
+        console.print(f"  {key:<40} {value:.4f}")
+    console.print(f"report: {path}")
+    if result.passed:
+        console.print(f"[green]PASS[/] {result.suite}: {result.leaks} leaks")
+        return
+    for failure in result.failures:
+        console.print(f"  [red]{failure}[/]")
+    console.print(f"[red]FAIL[/] {result.suite}")
+    raise typer.Exit(1)

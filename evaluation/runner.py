@@ -1,0 +1,228 @@
+"""Run an evaluation suite through our own pipeline and stores, per retrieval mode and persona.
+
+For each persona: retrieval quality on what it may see (nDCG@10, Recall@100, MRR@10 at document
+level; ragas ID-based context precision/recall on the top 10) and its leak count: a returned chunk
+whose document the persona may not read (by the overlay, not by the index) is a leak. The verdict
+fails on any leak, on a threshold miss, or on a regression beyond tolerance against the last run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from evaluation.beir_connector import BeirConnector
+from evaluation.datasets import BeirDataset, default_eval_root, load_beir
+from evaluation.history import append_history, load_history
+from evaluation.metrics import evaluate_run
+from evaluation.personas import Overlay, Persona, make_personas
+from evaluation.ragas_metrics import LLM_SKIP_MESSAGE, id_based_scores, llm_metrics_configured
+from evaluation.suite import Suite
+from rag.config import Settings
+from rag.embeddings import build_embedder
+from rag.pipeline import ingest, with_cache
+from rag.retrieval.core import Retriever
+from rag.stores import build_store
+
+log = logging.getLogger(__name__)
+MEASURES = ("nDCG@10", "R@100", "RR@10")
+
+
+@dataclass
+class PersonaResult:
+    persona: str
+    selectivity: float
+    queries: int
+    leaks: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    personas: list[PersonaResult]
+
+    def persona(self, name: str) -> PersonaResult:
+        return next(p for p in self.personas if p.persona == name)
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    started_at: str
+    seconds: float
+    documents: int
+    queries: int
+    modes: list[ModeResult]
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    previous: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def leaks(self) -> int:
+        return sum(p.leaks for m in self.modes for p in m.personas)
+
+    def headline(self) -> dict[str, float]:
+        """mode.metric for the persona that may read everything (the unfiltered quality)."""
+        return {f"{m.mode}.{k}": v for m in self.modes for k, v in m.persona("all").metrics.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 2),
+            "documents": self.documents,
+            "queries": self.queries,
+            "passed": self.passed,
+            "leaks": self.leaks,
+            "failures": self.failures,
+            "notes": self.notes,
+            "headline": self.headline(),
+            "previous": self.previous,
+            "modes": [
+                {"mode": m.mode, "personas": [p.__dict__ for p in m.personas]} for m in self.modes
+            ],
+        }
+
+
+def _subset(data: BeirDataset, suite: Suite) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    queries = dict(list(data.queries.items())[: suite.queries or None])
+    if not suite.subset_docs:
+        return data.corpus, queries
+    judged = {d for q in queries for d in data.qrels.get(q, {}) if d in data.corpus}
+    rest = sorted(set(data.corpus) - judged)
+    rng = random.Random(suite.seed)  # noqa: S311 - reproducible sampling
+    extra = rng.sample(rest, max(0, min(len(rest), suite.subset_docs - len(judged))))
+    return {d: data.corpus[d] for d in sorted(judged | set(extra))}, queries
+
+
+def suite_settings(suite: Suite, work_dir: Path, base: Settings | None = None) -> Settings:
+    data = (base or Settings()).model_dump(mode="json")
+    data["data_dir"] = str(work_dir / suite.name)
+    data["embedding"]["provider"] = suite.embedder
+    data["chunking"]["max_tokens"] = suite.chunk_tokens
+    data["chunking"]["overlap_tokens"] = min(data["chunking"]["overlap_tokens"],
+                                             suite.chunk_tokens // 4)
+    data["store"]["backend"] = suite.store
+    data["store"]["opensearch"]["alias"] = f"eval-{suite.name}"
+    data["retrieval"]["top_k"] = suite.k
+    return Settings.model_validate(data)
+
+
+def run_suite(
+    suite: Suite,
+    out_dir: Path,
+    work_dir: Path,
+    base: Settings | None = None,
+    eval_root: Path | None = None,
+) -> SuiteResult:
+    start = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    data = load_beir((eval_root or default_eval_root()) / suite.dataset, suite.split)
+    corpus, queries = _subset(data, suite)
+    overlay = Overlay(suite.personas.spaces)
+    personas = make_personas(suite.personas.spaces, suite.personas.count, suite.personas.seed)
+    settings = suite_settings(suite, work_dir, base)
+    summary = ingest(BeirConnector(f"eval-{suite.dataset}", corpus, overlay), settings)
+    log.info("ingested %s: %s chunks", suite.dataset, summary.chunks)
+    store = build_store(settings)
+    embedder = with_cache(build_embedder(settings.embedding), settings)
+    modes = []
+    for mode in suite.modes:
+        retriever = Retriever(store, embedder, suite.k, mode=mode)
+        results = [
+            _evaluate_persona(retriever, persona, overlay, corpus, queries, data, suite)
+            for persona in personas
+        ]
+        modes.append(ModeResult(mode, results))
+    result = SuiteResult(suite.name, started_at, 0.0, len(corpus), len(queries), modes)
+    if not llm_metrics_configured():
+        result.notes.append(LLM_SKIP_MESSAGE)
+    _verdict(result, suite, load_history(out_dir, suite.name))
+    result.seconds = time.perf_counter() - start
+    append_history(
+        out_dir,
+        suite.name,
+        {
+            "started_at": started_at,
+            "passed": result.passed,
+            "leaks": result.leaks,
+            "headline": result.headline(),
+        },
+    )
+    return result
+
+
+def _evaluate_persona(
+    retriever: Retriever,
+    persona: Persona,
+    overlay: Overlay,
+    corpus: dict[str, tuple[str, str]],
+    queries: dict[str, str],
+    data: BeirDataset,
+    suite: Suite,
+) -> PersonaResult:
+    run: dict[str, dict[str, float]] = {}
+    leaks = 0
+    samples: list[tuple[list[str], list[str]]] = []
+    visible = {d for d in corpus if persona.may_read(overlay, d)}
+    qrels = {q: {d: r for d, r in data.qrels.get(q, {}).items() if d in visible} for q in queries}
+    qrels = {q: rel for q, rel in qrels.items() if rel}
+    for qid, text in queries.items():
+        hits = retriever.retrieve(text, persona.user, suite.k)
+        ranking: dict[str, float] = {}
+        for rank, hit in enumerate(hits):
+            doc = BeirConnector.doc_id_of(hit.chunk.citation.uri)
+            if not persona.may_read(overlay, doc):
+                leaks += 1
+                log.error("LEAK: persona %s got %s", persona.name, doc)
+            ranking.setdefault(doc, float(len(hits) - rank))
+        run[qid] = ranking
+        if qid in qrels:
+            top = list(ranking)[:10]
+            samples.append((top, sorted(qrels[qid])))
+    metrics = evaluate_run(qrels, run, MEASURES) if qrels else {}
+    if qrels:
+        precision, recall = id_based_scores(samples)
+        metrics["ragas.id_context_precision@10"] = precision
+        metrics["ragas.id_context_recall@10"] = recall
+    return PersonaResult(
+        persona.name, len(visible) / max(len(corpus), 1), len(qrels), leaks, metrics
+    )
+
+
+def _verdict(result: SuiteResult, suite: Suite, history: list[dict[str, Any]]) -> None:
+    if result.leaks:
+        result.failures.append(
+            f"{result.leaks} leaked chunks: a persona saw documents outside its ACL"
+        )
+    none = [p for m in result.modes for p in m.personas if p.persona == "none"]
+    if any(p.metrics for p in none):
+        result.failures.append("the persona that may read nothing was scored on relevant hits")
+    headline = result.headline()
+    for key, minimum in suite.thresholds.items():
+        value = headline.get(key)
+        if value is None:
+            result.failures.append(f"{key}: no such measure in this run")
+        elif value < minimum:
+            result.failures.append(f"{key} = {value:.4f} is below the threshold {minimum:.4f}")
+    if history:
+        previous = history[-1]
+        result.previous = previous
+        for key, value in headline.items():
+            metric = key.split(".", 1)[1]
+            tolerance = suite.tolerances.get(metric)
+            before = previous.get("headline", {}).get(key)
+            if tolerance is not None and before is not None and value < before - tolerance:
+                result.failures.append(
+                    f"{key} regressed from {before:.4f} to {value:.4f} (tolerance {tolerance})"
+                )
