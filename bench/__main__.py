@@ -1,4 +1,6 @@
-"""Run the benchmarks: ``python -m bench [store|opensearch|scifact|all] [--rows N]``."""
+"""Run the benchmarks: ``python -m bench [store|opensearch|sync|embeddings|all] [--rows N]``.
+
+SciFact quality figures come from ``rag eval --suite scifact-nightly`` (see evaluation/)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ann", action="store_true", help="also the embedded IVF-HNSW index")
     args = parser.parse_args()
-    which = {"store", "opensearch", "scifact", "sync"} if "all" in args.which else set(args.which)
+    which = (
+        {"store", "opensearch", "sync", "embeddings"} if "all" in args.which else set(args.which)
+    )
     if "store" in which:
         from bench import store_acl
 
@@ -30,10 +34,10 @@ def main() -> None:
         from bench import sync
 
         sync.run()
-    if "scifact" in which:
-        from bench import scifact
+    if "embeddings" in which:
+        from bench import embeddings
 
-        scifact.run()
+        embeddings.run()
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ def make_client(
     import boto3
     from botocore.config import Config
 
+    # botocore's standard retry mode with a single attempt: retries (with backoff and jitter) are
+    # ours, so every throttle reaches the adaptive limiter at once instead of being retried
+    # blindly inside botocore
     config = Config(
-        retries={"mode": "standard", "max_attempts": 2},  # throttles reach our limiter quickly
+        retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=timeout_seconds,
         read_timeout=timeout_seconds,
         max_pool_connections=max_connections,

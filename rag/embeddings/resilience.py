@@ -1,9 +1,8 @@
-"""Adaptive concurrency (AIMD) and a circuit breaker for remote embedding providers.
+"""Adaptive concurrency and a circuit breaker for remote embedding providers.
 
-The limiter grows the number of calls in flight by one per window of successes and halves it on a
-throttling signal (once per round trip: throttles of calls started before the last cut are
-ignored), so a job fills its quota without a storm of rejected calls. The breaker opens after a
-run of consecutive failures and fails fast until its cool-down has passed.
+The limiter learns the provider's quota from throttling (slow start, then additive increase and
+multiplicative decrease of a paced call rate); the breaker opens after a run of consecutive
+failures and fails fast until its cool-down has passed.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,43 +35,97 @@ class CircuitOpenError(EmbeddingError):
 
 
 class AdaptiveConcurrency:
-    """How many calls may be in flight, adapted to the provider's throttling (AIMD)."""
+    """How many calls may be in flight, and how fast they may start, learned from throttling.
 
-    def __init__(self, initial: int = 4, minimum: int = 1, maximum: int = 64) -> None:
+    Slow start: the concurrency limit grows by one per success (doubling per round trip) until
+    the first throttle. Then the limiter paces calls at a rate: on a throttle (once per round
+    trip) the rate drops to ``decrease`` times the success rate just observed; while calls
+    succeed it grows by ``rate_growth`` (a share of itself) every second. A job so fills its
+    quota with few rejected calls.
+    """
+
+    def __init__(
+        self,
+        initial: int = 4,
+        minimum: int = 1,
+        maximum: int = 64,
+        *,
+        decrease: float = 0.9,
+        rate_growth: float = 0.05,
+    ) -> None:
         self.limit = float(initial)
         self.minimum = minimum
         self.maximum = maximum
+        self.decrease = decrease
+        self.rate_growth = rate_growth
+        self.rate: float | None = None  # calls per second, once a throttle was seen
         self.in_flight = 0
-        self._successes = 0
+        self._next_start = 0.0
         self._last_cut = 0.0
+        self._successes: deque[float] = deque()
+        self._first_success: float | None = None
+        self._slow_start = True
+        self._last_success = 0.0
         self._cond = threading.Condition()
 
     def acquire(self) -> float:
-        """Wait for a slot; returns the start time, to hand back to release()."""
+        """Wait for a slot (and for the pace); returns the start time for release()."""
         with self._cond:
             while self.in_flight >= int(self.limit):
                 self._cond.wait()
             self.in_flight += 1
-            return time.monotonic()
+            now = time.monotonic()
+            wait = 0.0
+            if self.rate is not None:
+                start = max(now, self._next_start)
+                self._next_start = start + 1.0 / self.rate
+                wait = start - now
+        if wait > 0:
+            time.sleep(wait)
+        return time.monotonic()
 
     def release(self, started: float, throttled: bool) -> None:
         with self._cond:
             self.in_flight -= 1
+            now = time.monotonic()
             if throttled:
-                self._successes = 0
                 if started >= self._last_cut:  # one cut per round trip
-                    self.limit = max(float(self.minimum), self.limit / 2)
-                    self._last_cut = time.monotonic()
+                    self._cut(now)
             else:
-                self._successes += 1
-                if self._successes >= int(self.limit):
-                    self._successes = 0
-                    self.limit = min(float(self.maximum), self.limit + 1)
+                self._grow(now)
             self._cond.notify_all()
+
+    def _cut(self, now: float) -> None:
+        while self._successes and self._successes[0] < now - 1.0:
+            self._successes.popleft()
+        window = min(1.0, now - self._first_success) if self._first_success else 0.0
+        self._slow_start = False
+        recent = sum(1 for t in self._successes if t >= now - 0.5)
+        if len(self._successes) < 5 or window <= 0:  # too early to know the rate: halve
+            self.limit = max(float(self.minimum), self.limit / 2)
+        else:
+            # the service's capacity: successes per second, over the last second or half second
+            observed = max(len(self._successes) / window, recent / min(0.5, window))
+            base = observed if self.rate is None else min(self.rate, observed)
+            self.rate = max(0.5, base * self.decrease)
+        self._last_cut = now
+
+    def _grow(self, now: float) -> None:
+        self._successes.append(now)
+        if self._first_success is None:
+            self._first_success = now
+        if self._slow_start:
+            self.limit = min(float(self.maximum), self.limit + 1)  # doubles per round trip
+        else:
+            self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
+        if self.rate is not None:
+            elapsed = min(now - self._last_success, 1.0) if self._last_success else 0.0
+            self.rate *= 1.0 + self.rate_growth * elapsed
+        self._last_success = now
 
 
 class FixedConcurrency(AdaptiveConcurrency):
-    """A constant limit (the baseline adaptive concurrency is compared with)."""
+    """A constant limit and no pacing (the baseline adaptive concurrency is compared with)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(limit, limit, limit)

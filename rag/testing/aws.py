@@ -36,6 +36,7 @@ class StubConfig:
     timeout_sleep: float = 1.0
     quota_per_second: float | None = None  # token bucket of calls
     burst: float = 1.0
+    latency: float = 0.0  # seconds each successful call takes
     seed: int = 0
 
 
@@ -71,7 +72,7 @@ class AwsStub:
     def __init__(self, config: StubConfig | None = None) -> None:
         self.config = config or StubConfig()
         self.state = StubState()
-        self._rng = random.Random(self.config.seed)
+        self._rng = random.Random(self.config.seed)  # noqa: S311 - fault injection
         self._bucket = (
             _Bucket(self.config.quota_per_second, self.config.burst)
             if self.config.quota_per_second
@@ -140,7 +141,7 @@ class AwsStub:
                 texts,
             )
         if path.startswith("/endpoints/"):
-            texts = body.get("inputs") or body.get("text_inputs")
+            texts = list(body.get("inputs") or body.get("text_inputs") or [])
             vectors = hasher.embed_batch(texts).tolist()
             payload = {"embedding": vectors} if "text_inputs" in body else vectors
             return 200, {}, payload, texts
@@ -181,6 +182,8 @@ class AwsStub:
                         {"message": "injected"},
                     )
                     return
+                if stub.config.latency:
+                    time.sleep(stub.config.latency)
                 status, headers, payload, texts = stub.respond(self.path, body)
                 if status == 200:
                     with stub.state.lock:

@@ -1,0 +1,1 @@
+"""Test doubles shipped with the library: loopback servers speaking AWS wire protocols."""
