@@ -97,7 +97,7 @@ def server_benchmark(
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(embedder, max_batch=64, max_wait_ms=5),
+            create_app(embedder, max_batch=max_batch, max_wait_ms=5),
             host="127.0.0.1",
             port=port,
             log_level="error",

@@ -26,11 +26,13 @@ def main() -> None:
         for i in range(8192)
     ]
     results = {"host": platform.node(), "python": platform.python_version()}
-    for device, clients, batch in (("cuda", 32, 32), ("cpu", 16, 16)):
+    for device, clients, batch, max_batch in (("cuda", 32, 32, 256), ("cpu", 16, 16, 64)):
         embedder = SentenceTransformerEmbedder(model_dir, device=device, batch_size=256)
         subset = texts if device == "cuda" else texts[:1024]
         start = time.perf_counter()
-        direct, served = server_benchmark(embedder, subset, client_batch=batch, clients=clients)
+        direct, served = server_benchmark(
+            embedder, subset, client_batch=batch, clients=clients, max_batch=max_batch
+        )
         results[device] = {
             "texts": len(subset),
             "direct_texts_per_s": round(direct, 1),

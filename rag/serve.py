@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from rag.embeddings.base import Embedder
 
@@ -101,15 +102,14 @@ def create_app(
     """The Starlette application (TEI-compatible subset)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     batcher = DynamicBatcher(embedder, max_batch, max_wait_ms)
 
-    async def embed(request: Request) -> JSONResponse:
+    async def embed(request: Request) -> Response:
         try:
-            body = await request.json()
-            inputs = body["inputs"]
+            inputs = orjson.loads(await request.body())["inputs"]
         except Exception:
             return JSONResponse(
                 {"error": "body must be JSON with 'inputs'", "error_type": "Validation"},
@@ -135,7 +135,11 @@ def create_app(
         batcher.stats.requests += 1
         batcher.stats.texts += len(texts)
         vectors = await batcher.embed(texts) if texts else np.zeros((0, embedder.dimension))
-        return JSONResponse(vectors.tolist())
+        # orjson writes float32 arrays directly: JSON encoding is the server's hot path
+        body = orjson.dumps(
+            np.ascontiguousarray(vectors, dtype=np.float32), option=orjson.OPT_SERIALIZE_NUMPY
+        )
+        return Response(body, media_type="application/json")
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from rag.embeddings.base import InputKind, Vectors, normalize
 from rag.embeddings.resilience import (
@@ -82,7 +83,7 @@ class TEIEmbedder:
             raise EmbeddingError(
                 f"embedding server: HTTP {response.status_code}: {response.text[:200]}"
             )
-        array = np.asarray(response.json(), dtype=np.float32)
+        array = np.asarray(orjson.loads(response.content), dtype=np.float32)
         if array.shape != (len(texts), self._dimension):
             raise EmbeddingError(f"embedding server returned shape {array.shape}")
         return array
