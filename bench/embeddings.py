@@ -79,7 +79,12 @@ def _free_port() -> int:
 
 
 def server_benchmark(
-    embedder: Any, texts: list[str], client_batch: int = 8, clients: int = 16, repeats: int = 3
+    embedder: Any,
+    texts: list[str],
+    client_batch: int = 8,
+    clients: int = 16,
+    repeats: int = 3,
+    max_batch: int = 64,
 ) -> tuple[float, float]:
     """(direct texts/s, server texts/s), medians of ``repeats`` runs each."""
     import uvicorn
