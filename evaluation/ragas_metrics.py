@@ -56,3 +56,54 @@ def _finite(value: Any) -> float:
 
 def llm_metrics_configured() -> bool:
     return bool(os.environ.get("RAG_EVAL_BEDROCK_MODEL_ID"))
+
+
+def llm_judged_scores(
+    samples: Sequence[tuple[str, list[str], str]], model_id: str, region: str | None = None
+) -> dict[str, float]:
+    """ragas' LLM-judged context precision, context recall and faithfulness on Bedrock.
+
+    ``samples`` are (question, retrieved context texts, reference text). The same Bedrock model
+    writes each answer from the retrieved contexts, then judges. Runs only when configured.
+    """
+    os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langchain_aws import ChatBedrockConverse
+        from ragas.dataset_schema import SingleTurnSample
+        from ragas.llms import LangchainLLMWrapper
+        from ragas.metrics import (
+            Faithfulness,
+            LLMContextPrecisionWithReference,
+            LLMContextRecall,
+        )
+
+    chat = ChatBedrockConverse(model_id=model_id, region_name=region, temperature=0)
+    judge = LangchainLLMWrapper(chat)
+    metrics = {
+        "ragas.llm_context_precision": LLMContextPrecisionWithReference(llm=judge),
+        "ragas.llm_context_recall": LLMContextRecall(llm=judge),
+        "ragas.faithfulness": Faithfulness(llm=judge),
+    }
+
+    async def score_all() -> dict[str, float]:
+        totals = dict.fromkeys(metrics, 0.0)
+        for question, contexts, reference in samples:
+            prompt = (
+                "Answer the question using only these passages.\n\n"
+                + "\n\n".join(contexts)
+                + f"\n\nQuestion: {question}"
+            )
+            answer = str((await chat.ainvoke(prompt)).content)
+            sample = SingleTurnSample(
+                user_input=question,
+                retrieved_contexts=contexts or [""],
+                reference=reference,
+                response=answer,
+            )
+            for name, metric in metrics.items():
+                value = 0.0 if not contexts else _finite(await metric.single_turn_ascore(sample))
+                totals[name] += value
+        return {name: total / max(len(samples), 1) for name, total in totals.items()}
+
+    return asyncio.run(score_all())

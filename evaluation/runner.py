@@ -22,7 +22,7 @@ from evaluation.history import append_history, load_history
 from evaluation.metrics import evaluate_run
 from evaluation.personas import Overlay, Persona, make_personas
 from evaluation.ragas_metrics import LLM_SKIP_MESSAGE, id_based_scores, llm_metrics_configured
-from evaluation.suite import Suite
+from evaluation.suite import Mode, Suite
 from rag.config import Settings
 from rag.embeddings import build_embedder
 from rag.pipeline import ingest, with_cache
@@ -44,7 +44,7 @@ class PersonaResult:
 
 @dataclass
 class ModeResult:
-    mode: str
+    mode: Mode
     personas: list[PersonaResult]
 
     def persona(self, name: str) -> PersonaResult:
@@ -110,8 +110,9 @@ def suite_settings(suite: Suite, work_dir: Path, base: Settings | None = None) -
     data["data_dir"] = str(work_dir / suite.name)
     data["embedding"]["provider"] = suite.embedder
     data["chunking"]["max_tokens"] = suite.chunk_tokens
-    data["chunking"]["overlap_tokens"] = min(data["chunking"]["overlap_tokens"],
-                                             suite.chunk_tokens // 4)
+    data["chunking"]["overlap_tokens"] = min(
+        data["chunking"]["overlap_tokens"], suite.chunk_tokens // 4
+    )
     data["store"]["backend"] = suite.store
     data["store"]["opensearch"]["alias"] = f"eval-{suite.name}"
     data["retrieval"]["top_k"] = suite.k
@@ -145,7 +146,9 @@ def run_suite(
         ]
         modes.append(ModeResult(mode, results))
     result = SuiteResult(suite.name, started_at, 0.0, len(corpus), len(queries), modes)
-    if not llm_metrics_configured():
+    if llm_metrics_configured():
+        _llm_judged(result, store, embedder, corpus, queries, data, suite)
+    else:
         result.notes.append(LLM_SKIP_MESSAGE)
     _verdict(result, suite, load_history(out_dir, suite.name))
     result.seconds = time.perf_counter() - start
@@ -160,6 +163,39 @@ def run_suite(
         },
     )
     return result
+
+
+def _llm_judged(
+    result: SuiteResult,
+    store: Any,
+    embedder: Any,
+    corpus: dict[str, tuple[str, str]],
+    queries: dict[str, str],
+    data: BeirDataset,
+    suite: Suite,
+    sample_size: int = 20,
+) -> None:
+    """ragas' LLM-judged metrics for the persona that may read everything (Bedrock, costs money:
+    a sample of ``sample_size`` judged queries per mode)."""
+    import os
+
+    from evaluation.ragas_metrics import llm_judged_scores
+
+    everyone = next(p for p in make_personas(suite.personas.spaces, 0, 0) if p.name == "all")
+    judged = [q for q in queries if data.qrels.get(q)][:sample_size]
+    for mode in result.modes:
+        retriever = Retriever(store, embedder, 5, mode=mode.mode)
+        samples = []
+        for qid in judged:
+            hits = retriever.retrieve(queries[qid], everyone.user, 5)
+            reference = "\n".join(" ".join(corpus[d]) for d in data.qrels[qid] if d in corpus)
+            samples.append((queries[qid], [h.chunk.text for h in hits], reference))
+        scores = llm_judged_scores(
+            samples,
+            os.environ["RAG_EVAL_BEDROCK_MODEL_ID"],
+            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        )
+        mode.persona("all").metrics.update(scores)
 
 
 def _evaluate_persona(
