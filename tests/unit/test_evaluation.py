@@ -159,7 +159,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert 'data-rendered="ok"' in dom  # every plot decoded and drawn
-    assert 'data-tables="3"' in dom  # summary and per-persona tables
+    assert 'data-tables="2"' in dom  # the summary table and the one mode's persona table
     shot = tmp_path / "report.png"
     subprocess.run(
         ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,2000", html.as_uri()],
