@@ -18,7 +18,7 @@ body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#1
 h1{margin-bottom:.2rem} .meta{color:#5b6475;margin-top:0}
 .verdict{padding:1rem 1.2rem;border-radius:8px;font-size:1.2rem;font-weight:600;margin:1rem 0}
 .pass{background:#e3f6e8;color:#155d2b} .fail{background:#fde5e5;color:#8a1c1c}
-table{border-collapse:collapse;margin:.6rem 0 1.6rem;width:100%}
+table{border-collapse:collapse;margin:.6rem 0 1.6rem;width:100%;font-size:.85rem}
 th,td{border:1px solid #d5d9e2;padding:.35rem .6rem;text-align:right}
 th:first-child,td:first-child{text-align:left} th{background:#f2f4f8}
 td.leak{background:#fde5e5;font-weight:700} .plots img{max-width:100%;border:1px solid #e3e6ec}
@@ -69,6 +69,7 @@ def _plots(result: SuiteResult, history: list[dict[str, Any]]) -> list[tuple[str
     for key in keys:
         values = [h["headline"].get(key) for h in history]
         ax.plot(range(1, len(values) + 1), values, marker="o", label=key)
+    ax.set_xticks(range(1, len(history) + 1))
     ax.set_xlabel("run")
     ax.set_ylabel("nDCG@10 (persona 'all')")
     ax.grid(alpha=0.3)
