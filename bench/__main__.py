@@ -18,6 +18,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ann", action="store_true", help="also the embedded IVF-HNSW index")
+    parser.add_argument(
+        "--data",
+        choices=["scifact", "gaussian"],
+        default="scifact",
+        help="scifact: real sentences embedded by the model (cached); "
+        "gaussian: clustered random vectors, a hard case for HNSW",
+    )
     args = parser.parse_args()
     which = (
         {"store", "opensearch", "sync", "embeddings"} if "all" in args.which else set(args.which)
@@ -25,11 +32,11 @@ def main() -> None:
     if "store" in which:
         from bench import store_acl
 
-        store_acl.run(rows=args.rows, queries=args.queries, ann=args.ann)
+        store_acl.run(rows=args.rows, queries=args.queries, ann=args.ann, data=args.data)
     if "opensearch" in which:
         from bench import opensearch_acl
 
-        opensearch_acl.run(rows=args.rows, queries=args.queries)
+        opensearch_acl.run(rows=args.rows, queries=args.queries, data=args.data)
     if "sync" in which:
         from bench import sync
 

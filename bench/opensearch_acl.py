@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import DIM, SHARES, K, header, label, line, measure, opensearch_node, synthetic
+from bench.common import DIM, SHARES, K, header, label, line, measure, opensearch_node
+from bench.common import corpus as make_corpus
 from rag.config import OpenSearchSettings
 from rag.identity import PUBLIC
 from rag.stores.base import IndexInfo
@@ -35,8 +36,8 @@ def _post_filter_query(q: np.ndarray, principals: frozenset[str]) -> dict[str, A
     }
 
 
-def run(rows: int, queries: int) -> None:
-    corpus = synthetic(rows, queries)
+def run(rows: int, queries: int, data: str = "scifact") -> None:
+    corpus = make_corpus(data, rows, queries)
     print(
         f"\n== OpenSearch 2.19 (lucene HNSW, cosine): {rows:,} chunks x {DIM} dims, "
         f"{queries} queries per row, k={K}"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import DIM, SHARES, Corpus, K, header, label, line, measure, synthetic
+from bench.common import DIM, SHARES, Corpus, K, header, label, line, measure
+from bench.common import corpus as make_corpus
 from rag.config import StoreSettings
 from rag.identity import PUBLIC
 from rag.stores.base import IndexInfo
@@ -52,9 +53,12 @@ def _table(title: str, store: LanceDBStore, corpus: Corpus, settings: StoreSetti
         print(line(f"{share:.2%}", measure(corpus, share, filtered(share)), base))
 
 
-def run(rows: int, queries: int, ann: bool) -> None:
-    corpus = synthetic(rows, queries)
-    print(f"== LanceDB store: {rows:,} chunks x {DIM} dims, {queries} queries per row, k={K}")
+def run(rows: int, queries: int, ann: bool, data: str = "scifact") -> None:
+    corpus = make_corpus(data, rows, queries)
+    print(
+        f"== LanceDB store: {rows:,} chunks x {DIM} dims ({data} data), {queries} queries per "
+        f"row, k={K}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         settings = StoreSettings()
         start = time.perf_counter()
