@@ -8,7 +8,7 @@ Nothing is embedded and nothing is written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import Connector
@@ -20,7 +20,7 @@ from rag.embeddings.cache import CachedEmbedder
 from rag.errors import DocumentError
 from rag.parsing import parse
 from rag.stores import VectorStore, build_store
-from rag.sync import plan_sync
+from rag.sync.plan import plan_with
 
 
 @dataclass
@@ -55,15 +55,7 @@ def estimate(
     states = {}
     if target.index_info() is not None:
         states = target.sync_state().load(connector.name)
-    plan = plan_sync(
-        listing,
-        states,
-        datetime.now(UTC),
-        max_delete_share=settings.sync.max_delete_share,
-        tombstone_grace=timedelta(seconds=settings.sync.tombstone_grace_seconds),
-        full_resync=full_resync,
-        allow_mass_delete=settings.sync.allow_mass_delete,
-    )
+    plan = plan_with(listing, states, datetime.now(UTC), settings.sync, full_resync)
     result = Estimate(
         connector.name,
         model.model_id,

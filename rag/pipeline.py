@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import Connector
@@ -30,7 +30,8 @@ from rag.models import Acl, Chunk, SourceDocument
 from rag.parsing import parse
 from rag.quarantine import Quarantine, QuarantineRecord
 from rag.stores import IndexInfo, VectorStore, build_store
-from rag.sync import DocState, Plan, SyncStateStore, acl_digest, plan_sync
+from rag.sync import DocState, Plan, SyncStateStore, acl_digest
+from rag.sync.plan import plan_with
 from rag.sync.state import Status
 
 log = logging.getLogger(__name__)
@@ -174,16 +175,7 @@ class Ingestor:
             self._open(connector.name)
             assert self._state is not None
             states = self._state.load(connector.name)
-        sync = self._settings.sync
-        plan = plan_sync(
-            listing,
-            states,
-            listed_at,
-            max_delete_share=sync.max_delete_share,
-            tombstone_grace=timedelta(seconds=sync.tombstone_grace_seconds),
-            full_resync=full_resync,
-            allow_mass_delete=sync.allow_mass_delete,
-        )
+        plan = plan_with(listing, states, listed_at, self._settings.sync, full_resync)
         if plan.deletion_blocked:
             log.error("deletions skipped: %s", plan.deletion_blocked)
         summary.deletion_blocked = plan.deletion_blocked

@@ -10,21 +10,21 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from rag.embeddings.aws import make_client, translate
-from rag.embeddings.base import InputKind, Vectors, normalize
-from rag.embeddings.resilience import AdaptiveConcurrency, ResilientCaller
+from rag.embeddings.base import Vectors
+from rag.embeddings.remote import BatchedRemoteEmbedder
+from rag.embeddings.resilience import ResilientCaller
 from rag.errors import EmbeddingError
 
 Shape = Literal["tei", "hf", "jumpstart"]
 
 
-class SageMakerEmbedder:
+class SageMakerEmbedder(BatchedRemoteEmbedder):
     def __init__(
         self,
         endpoint_name: str,
@@ -39,39 +39,32 @@ class SageMakerEmbedder:
         max_concurrency: int = 16,
         caller: ResilientCaller | None = None,
     ) -> None:
+        super().__init__(
+            dimension,
+            batch_size=batch_size,
+            timeout_seconds=timeout_seconds,
+            max_concurrency=max_concurrency,
+            caller=caller,
+            initial_concurrency=2,
+        )
         self._endpoint = endpoint_name
-        self._dimension = dimension
         self._shape = shape
         self._name = model_name or endpoint_name
         self._region = region
         self._endpoint_url = endpoint_url
-        self._batch = batch_size
-        self._timeout = timeout_seconds
-        self._max_concurrency = max_concurrency
-        self._client: Any = None
-        self._lock = threading.Lock()
-        self.caller = caller or ResilientCaller(AdaptiveConcurrency(2, 1, max_concurrency))
 
     @property
     def model_id(self) -> str:
         return f"sagemaker/{self._name}"
 
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    @property
-    def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = make_client(
-                    "sagemaker-runtime",
-                    self._region,
-                    self._endpoint_url,
-                    self._timeout,
-                    self._max_concurrency,
-                )
-            return self._client
+    def _make_client(self) -> Any:
+        return make_client(
+            "sagemaker-runtime",
+            self._region,
+            self._endpoint_url,
+            self._timeout,
+            self._max_concurrency,
+        )
 
     def request_body(self, texts: Sequence[str]) -> dict[str, Any]:
         if self._shape == "jumpstart":
@@ -79,13 +72,6 @@ class SageMakerEmbedder:
         if self._shape == "tei":
             return {"inputs": list(texts), "truncate": True}
         return {"inputs": list(texts)}
-
-    def embed_batch(self, texts: Sequence[str], *, kind: InputKind = "document") -> Vectors:
-        if not texts:
-            return np.zeros((0, self._dimension), dtype=np.float32)
-        batches = [list(texts[i : i + self._batch]) for i in range(0, len(texts), self._batch)]
-        parts = self.caller.map(self._call, batches)
-        return normalize(np.concatenate(parts))
 
     def _call(self, texts: list[str]) -> Vectors:
         try:

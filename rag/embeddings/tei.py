@@ -3,24 +3,18 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
-from rag.embeddings.base import InputKind, Vectors, normalize
-from rag.embeddings.resilience import (
-    AdaptiveConcurrency,
-    ResilientCaller,
-    ThrottledError,
-    TransientError,
-)
+from rag.embeddings.base import Vectors
+from rag.embeddings.remote import BatchedRemoteEmbedder
+from rag.embeddings.resilience import ResilientCaller, ThrottledError, TransientError
 from rag.errors import EmbeddingError
 
 
-class TEIEmbedder:
+class TEIEmbedder(BatchedRemoteEmbedder):
     def __init__(
         self,
         base_url: str,
@@ -32,39 +26,25 @@ class TEIEmbedder:
         max_concurrency: int = 16,
         caller: ResilientCaller | None = None,
     ) -> None:
+        super().__init__(
+            dimension,
+            batch_size=batch_size,
+            timeout_seconds=timeout_seconds,
+            max_concurrency=max_concurrency,
+            caller=caller,
+        )
         self._url = base_url.rstrip("/")
-        self._dimension = dimension
         self._name = model_name
-        self._batch = batch_size
-        self._timeout = timeout_seconds
-        self._max_concurrency = max_concurrency
-        self._client: Any = None
-        self._lock = threading.Lock()
-        self.caller = caller or ResilientCaller(AdaptiveConcurrency(4, 1, max_concurrency))
 
     @property
     def model_id(self) -> str:
         return f"tei/{self._name}"
 
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    @property
-    def client(self) -> Any:
+    def _make_client(self) -> Any:
         import httpx
 
-        with self._lock:
-            if self._client is None:
-                limits = httpx.Limits(max_connections=self._max_concurrency)
-                self._client = httpx.Client(timeout=self._timeout, limits=limits)
-            return self._client
-
-    def embed_batch(self, texts: Sequence[str], *, kind: InputKind = "document") -> Vectors:
-        if not texts:
-            return np.zeros((0, self._dimension), dtype=np.float32)
-        batches = [list(texts[i : i + self._batch]) for i in range(0, len(texts), self._batch)]
-        return normalize(np.concatenate(self.caller.map(self._call, batches)))
+        limits = httpx.Limits(max_connections=self._max_concurrency)
+        return httpx.Client(timeout=self._timeout, limits=limits)
 
     def _call(self, texts: list[str]) -> Vectors:
         import httpx

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from connectors.base import Listing
+from rag.config import SyncSettings
 from rag.models import SourceDocument
 from rag.sync.state import DocState
 
@@ -44,7 +45,31 @@ def plan_sync(
     allow_mass_delete: bool = False,
 ) -> Plan:
     plan = Plan()
-    listed = {d.id for d in listing.documents}
+    _classify(plan, listing, states, full_resync)
+    _deletions(plan, listing, states, now, max_delete_share, tombstone_grace, allow_mass_delete)
+    return plan
+
+
+def plan_with(
+    listing: Listing,
+    states: dict[str, DocState],
+    now: datetime,
+    sync: SyncSettings,
+    full_resync: bool = False,
+) -> Plan:
+    """``plan_sync`` with the limits of the sync settings."""
+    return plan_sync(
+        listing,
+        states,
+        now,
+        max_delete_share=sync.max_delete_share,
+        tombstone_grace=timedelta(seconds=sync.tombstone_grace_seconds),
+        full_resync=full_resync,
+        allow_mass_delete=sync.allow_mass_delete,
+    )
+
+
+def _classify(plan: Plan, listing: Listing, states: dict[str, DocState], full_resync: bool) -> None:
     for doc in listing.documents:
         state = states.get(doc.id)
         if state is None:
@@ -63,6 +88,17 @@ def plan_sync(
         else:
             plan.unchanged.append(doc)
 
+
+def _deletions(
+    plan: Plan,
+    listing: Listing,
+    states: dict[str, DocState],
+    now: datetime,
+    max_delete_share: float,
+    tombstone_grace: timedelta,
+    allow_mass_delete: bool,
+) -> None:
+    listed = {d.id for d in listing.documents}
     missing = [s for s in states.values() if s.document_id not in listed]
     to_tombstone = [s for s in missing if s.status != "tombstoned"]
     to_purge = [
@@ -73,7 +109,7 @@ def plan_sync(
         and now - s.tombstoned_at >= tombstone_grace
     ]
     if not (to_tombstone or to_purge):
-        return plan
+        return
     present = sum(1 for s in states.values() if s.status != "tombstoned")
     share = len(to_tombstone) / present if present else 0.0
     if not listing.complete:
@@ -88,4 +124,3 @@ def plan_sync(
         )
     else:
         plan.tombstone, plan.purge = to_tombstone, to_purge
-    return plan
