@@ -252,6 +252,10 @@ class Ingestor:
             updated.append(_state(doc, "live", states[doc.id].chunk_ids, now))
         summary.acl_only = len(plan.acl_only)
         summary.restored = len(plan.restore)
+        for doc in plan.changed:  # content and ACL changed: narrow the old chunks' ACL now,
+            old = states.get(doc.id)  # not after the new content is embedded
+            if old is not None and old.status == "live" and old.acl_digest != acl_digest(doc):
+                self._store.update_acl(doc.id, doc.acl if doc.acl is not None else Acl())
         for state in plan.tombstone:
             self._store.update_acl(state.document_id, Acl())  # hidden from everyone, now
             updated.append(

@@ -182,3 +182,24 @@ class SyncContract:
         )
         assert run(root, forced).tombstoned == 3
         assert uris(sync_settings, ALICE) == set()
+
+    def test_acl_narrowed_with_a_content_change_applies_before_reembedding(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        from connectors.filesystem import FilesystemConnector
+        from rag.embeddings.hashing import HashEmbedder
+        from rag.pipeline import Ingestor
+
+        root = make_corpus(tmp_path / "src", docs=3)
+        run(root, sync_settings)
+        (root / "eng" / ".rag-acl.toml").write_text(
+            'allow = ["group:eng"]\n[files."note-001.md"]\ndeny = ["user:alice"]\n'
+        )
+        note = root / "eng" / "note-001.md"
+        note.write_text(note.read_text() + "\nNew secret paragraph.\n")
+        ingestor = Ingestor(sync_settings, build_store(sync_settings), HashEmbedder(384))
+        planned = ingestor.begin(FilesystemConnector(root, "src"))
+        ingestor.revoke(planned)  # the content work has not run yet
+        assert [d.uri for d in planned.plan.changed] == ["eng/note-001.md"]
+        assert "eng/note-001.md" not in uris(sync_settings, ALICE)
+        assert "eng/note-001.md" in uris(sync_settings, BOB)
