@@ -109,6 +109,7 @@ def suite_settings(suite: Suite, work_dir: Path, base: Settings | None = None) -
     data = (base or Settings()).model_dump(mode="json")
     data["data_dir"] = str(work_dir / suite.name)
     data["embedding"]["provider"] = suite.embedder
+    data["embedding"]["cache_path"] = str(work_dir / "embedding-cache.sqlite")  # shared by suites
     data["chunking"]["max_tokens"] = suite.chunk_tokens
     data["chunking"]["overlap_tokens"] = min(
         data["chunking"]["overlap_tokens"], suite.chunk_tokens // 4

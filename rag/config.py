@@ -83,7 +83,8 @@ class EmbeddingSettings(_Section):
     max_sequence_tokens: int = Field(256, ge=8, le=512, description="Model input truncation.")
     hash_dimension: int = Field(384, ge=2, description="Dimension of the hash embedder.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = runtime default.")
-    cache: bool = Field(True, description="Cache vectors by (model, text hash) in the data dir.")
+    cache: bool = Field(True, description="Cache vectors by (model, text hash).")
+    cache_path: Path | None = Field(None, description="Default: <data_dir>/embedding-cache.sqlite.")
 
 
 class OpenSearchSettings(_Section):
@@ -180,7 +181,7 @@ class Settings(BaseSettings):
 
     @property
     def embedding_cache_path(self) -> Path:
-        return self.data_dir / "embedding-cache.sqlite"
+        return self.embedding.cache_path or self.data_dir / "embedding-cache.sqlite"
 
     @property
     def quarantine_dir(self) -> Path:
