@@ -140,7 +140,10 @@ class StoreSettings(_Section):
     uri: Path | None = Field(None, description="Store location; default <data_dir>/lancedb.")
     table: str = Field("chunks", pattern=r"^[A-Za-z0-9_]+$")
     ann_min_rows: int = Field(
-        0, ge=0, description="Build an ANN index once the table has this many rows (0: never)."
+        50_000,
+        ge=0,
+        description="Build an IVF-HNSW index once the table has this many rows (0: never; "
+        "below it, exact search is fast enough).",
     )
     nprobes: int = Field(64, ge=1)
     refine_factor: int = Field(10, ge=1)

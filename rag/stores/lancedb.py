@@ -220,18 +220,22 @@ class LanceDBStore:
         return LanceDBSyncState(self._connect, self._settings.table)
 
     def optimize(self) -> None:
-        """Build the ACL label indexes (and the ANN index when the table is large enough)."""
+        """Create missing indexes (ACL label lists; the ANN index once the table has
+        ``ann_min_rows`` rows), then let LanceDB fold new rows into existing indexes."""
         table = self._require_table()
         rows = table.count_rows()
         if rows == 0:
             return
+        indexed = {column for index in table.list_indices() for column in index.columns}
         try:
             for column in ("allow", "deny", "document_id"):
-                kind = "BTREE" if column == "document_id" else "LABEL_LIST"
-                table.create_scalar_index(column, index_type=kind, replace=True)
-            if self._settings.ann_min_rows and rows >= self._settings.ann_min_rows:
+                if column not in indexed:
+                    kind = "BTREE" if column == "document_id" else "LABEL_LIST"
+                    table.create_scalar_index(column, index_type=kind, replace=True)
+            ann = self._settings.ann_min_rows
+            if ann and rows >= ann and "vector" not in indexed:
                 table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", replace=True)
-            table.optimize()
+            table.optimize()  # compaction and incremental indexing of rows added since
         except Exception as exc:
             raise StoreError(f"LanceDB index build failed: {exc}") from exc
 
