@@ -13,7 +13,7 @@ def main() -> None:
         "which",
         nargs="*",
         default=["store", "opensearch"],
-        choices=["store", "opensearch", "scifact", "all"],
+        choices=["store", "opensearch", "sync", "embeddings", "all"],
     )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)

@@ -39,8 +39,8 @@ def _post_filter_query(q: np.ndarray, principals: frozenset[str]) -> dict[str, A
 def run(rows: int, queries: int, data: str = "scifact") -> None:
     corpus = make_corpus(data, rows, queries)
     print(
-        f"\n== OpenSearch 2.19 (lucene HNSW, cosine): {rows:,} chunks x {DIM} dims, "
-        f"{queries} queries per row, k={K}"
+        f"\n== OpenSearch 2.19 (lucene HNSW m=16, cosine, ef_search=512): {rows:,} chunks x "
+        f"{DIM} dims ({data} data), {queries} queries per row, k={K}"
     )
     with opensearch_node() as url:
         settings = OpenSearchSettings(
