@@ -28,7 +28,7 @@ from rag.testing.aws import AwsStub, StubConfig
 
 QUOTA = 40.0  # calls per second
 LATENCY = 0.05  # seconds per call at the service
-TEXTS = 600
+TEXTS = 1200
 
 
 def _quota_run(limiter: AdaptiveConcurrency) -> tuple[float, float, int]:
@@ -64,7 +64,7 @@ def quota_benchmark() -> None:
     )
     print(f"{'concurrency':<22}{'calls/s':>9}{'of quota':>10}{'wasted':>9}{'attempts':>10}")
     for name, limiter in (
-        ("adaptive (AIMD)", AdaptiveConcurrency(4, 1, 64)),
+        ("adaptive (CUBIC)", AdaptiveConcurrency(2, 1, 64)),
         ("fixed 4", FixedConcurrency(4)),
         ("fixed 32", FixedConcurrency(32)),
     ):

@@ -38,10 +38,11 @@ class AdaptiveConcurrency:
     """How many calls may be in flight, and how fast they may start, learned from throttling.
 
     Slow start: the concurrency limit grows by one per success (doubling per round trip) until
-    the first throttle. Then the limiter paces calls at a rate: on a throttle (once per round
-    trip) the rate drops to ``decrease`` times the success rate just observed; while calls
-    succeed it grows by ``rate_growth`` (a share of itself) every second. A job so fills its
-    quota with few rejected calls.
+    the first throttle. From then on calls are paced at a rate that follows CUBIC (as TCP and
+    botocore's adaptive retry mode do): on a throttle, once per round trip, the rate drops to
+    ``beta`` times the success rate just observed; it then climbs back to that level within
+    about ``K`` seconds and probes beyond it slowly, then faster the longer no throttle comes.
+    A job so fills its quota with few rejected calls.
     """
 
     def __init__(
@@ -50,22 +51,25 @@ class AdaptiveConcurrency:
         minimum: int = 1,
         maximum: int = 64,
         *,
-        decrease: float = 0.9,
-        rate_growth: float = 0.05,
+        beta: float = 0.85,
+        scale: float = 0.2,
+        min_cut_interval: float = 1.0,
     ) -> None:
         self.limit = float(initial)
         self.minimum = minimum
         self.maximum = maximum
-        self.decrease = decrease
-        self.rate_growth = rate_growth
+        self.beta = beta
+        self.scale = scale
+        self.min_cut_interval = min_cut_interval
         self.rate: float | None = None  # calls per second, once a throttle was seen
         self.in_flight = 0
+        self._w_max = 0.0
+        self._k = 0.0
         self._next_start = 0.0
         self._last_cut = 0.0
         self._successes: deque[float] = deque()
         self._first_success: float | None = None
         self._slow_start = True
-        self._last_success = 0.0
         self._cond = threading.Condition()
 
     def acquire(self) -> float:
@@ -74,40 +78,52 @@ class AdaptiveConcurrency:
             while self.in_flight >= int(self.limit):
                 self._cond.wait()
             self.in_flight += 1
-            now = time.monotonic()
-            wait = 0.0
-            if self.rate is not None:
-                start = max(now, self._next_start)
-                self._next_start = start + 1.0 / self.rate
-                wait = start - now
-        if wait > 0:
-            time.sleep(wait)
-        return time.monotonic()
+        while True:  # a cut while we wait re-paces us at the new, lower rate
+            with self._cond:
+                epoch = self._last_cut
+                wait = 0.0
+                if self.rate is not None:
+                    now = time.monotonic()
+                    start = max(now, self._next_start)
+                    self._next_start = start + 1.0 / self.rate
+                    wait = start - now
+            if wait > 0:
+                time.sleep(wait)
+            with self._cond:
+                if self._last_cut == epoch:
+                    return time.monotonic()
 
     def release(self, started: float, throttled: bool) -> None:
         with self._cond:
             self.in_flight -= 1
             now = time.monotonic()
             if throttled:
-                if started >= self._last_cut:  # one cut per round trip
+                # one cut per round trip, and none while the last cut takes effect
+                if started >= self._last_cut and now - self._last_cut >= self.min_cut_interval:
                     self._cut(now)
             else:
                 self._grow(now)
             self._cond.notify_all()
 
-    def _cut(self, now: float) -> None:
+    def _observed_rate(self, now: float) -> float | None:
+        """Successes per second over the last second (None while too few to tell)."""
         while self._successes and self._successes[0] < now - 1.0:
             self._successes.popleft()
         window = min(1.0, now - self._first_success) if self._first_success else 0.0
+        if len(self._successes) < 5 or window <= 0:
+            return None
+        return len(self._successes) / window
+
+    def _cut(self, now: float) -> None:
         self._slow_start = False
-        recent = sum(1 for t in self._successes if t >= now - 0.5)
-        if len(self._successes) < 5 or window <= 0:  # too early to know the rate: halve
+        observed = self._observed_rate(now)
+        if observed is None:  # too early to know the rate: halve the concurrency
             self.limit = max(float(self.minimum), self.limit / 2)
         else:
-            # the service's capacity: successes per second, over the last second or half second
-            observed = max(len(self._successes) / window, recent / min(0.5, window))
-            base = observed if self.rate is None else min(self.rate, observed)
-            self.rate = max(0.5, base * self.decrease)
+            self._w_max = observed if self.rate is None else min(self.rate, observed)
+            self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
+            self.rate = max(0.5, self._w_max * self.beta)
+            self._next_start = now + 1.0 / self.rate
         self._last_cut = now
 
     def _grow(self, now: float) -> None:
@@ -116,12 +132,12 @@ class AdaptiveConcurrency:
             self._first_success = now
         if self._slow_start:
             self.limit = min(float(self.maximum), self.limit + 1)  # doubles per round trip
-        else:
-            self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
+            return
+        self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
         if self.rate is not None:
-            elapsed = min(now - self._last_success, 1.0) if self._last_success else 0.0
-            self.rate *= 1.0 + self.rate_growth * elapsed
-        self._last_success = now
+            t = now - self._last_cut
+            cubic = self.scale * (t - self._k) ** 3 + self._w_max
+            self.rate = max(0.5, min(cubic, 2 * self._w_max))  # probe, never leap
 
 
 class FixedConcurrency(AdaptiveConcurrency):
