@@ -252,10 +252,12 @@ class Ingestor:
             updated.append(_state(doc, "live", states[doc.id].chunk_ids, now))
         summary.acl_only = len(plan.acl_only)
         summary.restored = len(plan.restore)
+        narrowed = False
         for doc in plan.changed:  # content and ACL changed: narrow the old chunks' ACL now,
             old = states.get(doc.id)  # not after the new content is embedded
             if old is not None and old.status == "live" and old.acl_digest != acl_digest(doc):
                 self._store.update_acl(doc.id, doc.acl if doc.acl is not None else Acl())
+                narrowed = True
         for state in plan.tombstone:
             self._store.update_acl(state.document_id, Acl())  # hidden from everyone, now
             updated.append(
@@ -266,9 +268,9 @@ class Ingestor:
         summary.tombstoned = len(plan.tombstone)
         self._state.put(updated)
         refresh = getattr(self._store, "refresh", None)
-        if updated and callable(refresh):
+        if (updated or narrowed) and callable(refresh):
             refresh()
-        return bool(plan.acl_only or plan.tombstone)
+        return bool(plan.acl_only or plan.tombstone or narrowed)
 
     # -- content: parse, chunk, embed, load ----------------------------------------------------
     def _process(
