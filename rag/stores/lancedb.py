@@ -8,6 +8,7 @@ applies *before* the vector search (``prefilter=True``), so restrictive ACLs sti
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import timedelta
@@ -86,6 +87,7 @@ class LanceDBStore:
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> Any:
         if self._db is None:
+            os.environ.setdefault("LANCEDB_LOG", "error")  # creation notices are not warnings
             import lancedb
 
             self._uri.mkdir(parents=True, exist_ok=True)
