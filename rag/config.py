@@ -119,6 +119,9 @@ class OpenSearchSettings(_Section):
         "false", description="Refresh after each write; the pipeline refreshes once at the end."
     )
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant for hybrid search.")
+    text_analyzer: str = Field(
+        "english", description="Analyzer of the BM25 text field (needs the analysis-common module)."
+    )
 
 
 class SyncSettings(_Section):

@@ -30,12 +30,14 @@ java_home() {
   echo "opensearch-local: Java 17 not found (set JAVA_HOME)" >&2; exit 1
 }
 
+PROVISIONED=$CACHE/.provisioned-v2  # bump when the assembly changes
+
 provision() {
-  if [ -f "$CACHE/.provisioned" ]; then return; fi
+  if [ -f "$PROVISIONED" ]; then return; fi
   mkdir -p "$(dirname "$CACHE")"
   exec 9>"$CACHE.lock"
   flock 9  # one provisioner at a time; the others wait and find it done
-  if [ -f "$CACHE/.provisioned" ]; then return; fi
+  if [ -f "$PROVISIONED" ]; then return; fi
   command -v mvn >/dev/null || { echo "opensearch-local: maven is required" >&2; exit 1; }
   rm -rf "$CACHE"; mkdir -p "$CACHE/dl" "$CACHE/pl"
   for artifact in "org.opensearch.distribution.integ-test-zip:opensearch:$OS_VERSION:zip" \
@@ -64,6 +66,15 @@ POM
     "$OS_VERSION" "$OS_VERSION" "$cls" > "$module/plugin-descriptor.properties"
   printf 'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n  permission java.lang.RuntimePermission "getClassLoader";\n};\n' \
     > "$module/plugin-security.policy"
+  # analysis-common (language analyzers such as "english" for BM25), also as a module
+  local common=$HOME_DIR/modules/analysis-common
+  mkdir -p "$common"
+  sed "s#<artifactId>lang-painless</artifactId>#<artifactId>analysis-common</artifactId>#" \
+    "$CACHE/pl/pom.xml" > "$CACHE/pl/common.xml"
+  mvn -B -q -f "$CACHE/pl/common.xml" "$MDP:copy-dependencies" -DincludeScope=runtime \
+      -DoutputDirectory="$common"
+  printf 'name=analysis-common\ndescription=analysis-common\nversion=%s\nopensearch.version=%s\njava.version=11\nclassname=org.opensearch.analysis.common.CommonAnalysisPlugin\nextended.plugins=lang-painless\n' \
+    "$OS_VERSION" "$OS_VERSION" > "$common/plugin-descriptor.properties"
   JAVA_HOME=$(java_home) OPENSEARCH_JAVA_HOME=$(java_home) \
     "$HOME_DIR/bin/opensearch-plugin" install --batch "file://$CACHE/dl/opensearch-knn-$KNN_VERSION.zip" >/dev/null
   cat >> "$HOME_DIR/config/opensearch.yml" <<YML
@@ -76,7 +87,7 @@ cluster.routing.allocation.disk.threshold_enabled: false
 action.auto_create_index: true
 YML
   rm -rf "$CACHE/dl" "$CACHE/pl"
-  touch "$CACHE/.provisioned"
+  touch "$PROVISIONED"
 }
 
 ensure_user() {

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset({429, 502, 503, 504})
-_MAPPING_VERSION = "1"
+_MAPPING_VERSION = "2"  # 2: language analyzer on the BM25 text field
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ class OpenSearchStore:
             replicas=s.replicas,
             m=s.hnsw_m,
             ef_construction=s.hnsw_ef_construction,
+            text_analyzer=s.text_analyzer,
         )
         from opensearchpy.exceptions import RequestError
 

@@ -70,6 +70,7 @@ def index_body(
     replicas: int,
     m: int,
     ef_construction: int,
+    text_analyzer: str = "english",
 ) -> dict[str, Any]:
     """Settings and mappings of one index version (its model is recorded in ``_meta``)."""
     keyword = {"type": "keyword"}
@@ -85,7 +86,7 @@ def index_body(
                 "document_id": keyword,
                 "source": keyword,
                 "ordinal": {"type": "integer"},
-                "text": {"type": "text"},
+                "text": {"type": "text", "analyzer": text_analyzer},
                 "token_count": {"type": "integer"},
                 ALLOW: keyword,
                 DENY: keyword,
