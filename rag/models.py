@@ -95,9 +95,6 @@ class Chunk(_Frozen):
         """The deterministic id of the ``ordinal``-th chunk of a document."""
         return stable_hash(document_id, str(ordinal))
 
-    def text_hash(self) -> str:
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
-
 
 class SearchHit(_Frozen):
     """A chunk returned to a user, with its similarity score (higher is better)."""

@@ -267,9 +267,8 @@ class Ingestor:
             )
         summary.tombstoned = len(plan.tombstone)
         self._state.put(updated)
-        refresh = getattr(self._store, "refresh", None)
-        if (updated or narrowed) and callable(refresh):
-            refresh()
+        if updated or narrowed:
+            self._store.refresh()
         return bool(plan.acl_only or plan.tombstone or narrowed)
 
     # -- content: parse, chunk, embed, load ----------------------------------------------------
@@ -345,7 +344,7 @@ class Ingestor:
 
     def _dead_letters(self, pending: _Pending, summary: IngestSummary) -> None:
         """Chunks the store rejected for good: their documents are quarantined, loudly."""
-        letters = getattr(self._store, "dead_letters", None)
+        letters = self._store.dead_letters
         if not letters:
             return
         assert self._state is not None

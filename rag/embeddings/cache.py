@@ -25,7 +25,6 @@ class CachedEmbedder:
         self._db: sqlite3.Connection | None = None
         self.hits = 0
         self.misses = 0
-        self.provider_calls = 0
 
     @property
     def model_id(self) -> str:
@@ -56,7 +55,6 @@ class CachedEmbedder:
                 out[i] = found[key]
         if missing:
             vectors = self._inner.embed_batch([texts[i] for i in missing], kind=kind)
-            self.provider_calls += 1
             out[missing] = vectors
             self._store([(keys[i], vectors[j]) for j, i in enumerate(missing)], kind)
         self.hits += len(texts) - len(missing)

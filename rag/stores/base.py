@@ -27,6 +27,16 @@ class IndexInfo:
     dimension: int
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A chunk the store rejected for good (a mapping error, say), with its reason."""
+
+    chunk_id: str
+    document_id: str
+    status: int
+    error: str
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     """Chunks with vectors and ACLs. Search always carries the caller's principals."""
@@ -55,8 +65,17 @@ class VectorStore(Protocol):
         """The ``k`` nearest chunks that ``principals`` may read, ACL-filtered inside the search."""
         ...
 
+    def refresh(self) -> None:
+        """Make every write so far visible to search (a no-op where writes already are)."""
+        ...
+
     def optimize(self) -> None:
         """Called at the end of a run: build indexes, make writes visible."""
+        ...
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        """Chunks the store rejected for good since the list was last cleared."""
         ...
 
     def sync_state(self) -> SyncStateStore:

@@ -22,7 +22,13 @@ from rag.config import StoreSettings
 from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, StoreError
 from rag.models import Acl, Chunk, Citation, SearchHit
-from rag.stores.base import IndexInfo, check_compatible, checked_id, checked_principals
+from rag.stores.base import (
+    DeadLetter,
+    IndexInfo,
+    check_compatible,
+    checked_id,
+    checked_principals,
+)
 
 if TYPE_CHECKING:
     from rag.sync.lancedb_state import LanceDBSyncState
@@ -220,6 +226,13 @@ class LanceDBStore:
         from rag.sync.lancedb_state import LanceDBSyncState
 
         return LanceDBSyncState(self._connect, self._settings.table)
+
+    def refresh(self) -> None:
+        """LanceDB commits are visible to readers at once: nothing to do."""
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        return []  # LanceDB writes a batch whole or raises
 
     def optimize(self) -> None:
         """Create missing indexes (ACL label lists; the ANN index once the table has

@@ -24,7 +24,13 @@ from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, ConfigurationError, StoreError
 from rag.models import Acl, Chunk, Citation, SearchHit, stable_hash
 from rag.retrieval.fusion import reciprocal_rank_fusion
-from rag.stores.base import IndexInfo, check_compatible, checked_id, checked_principals
+from rag.stores.base import (
+    DeadLetter,
+    IndexInfo,
+    check_compatible,
+    checked_id,
+    checked_principals,
+)
 from rag.stores.opensearch_dsl import ALLOW, DENY, bm25_query, index_body, knn_query
 
 if TYPE_CHECKING:
@@ -42,16 +48,6 @@ class _Op:
     chunk_id: str
     document_id: str
     body: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A chunk OpenSearch rejected for good (a mapping error, say), with its reason."""
-
-    chunk_id: str
-    document_id: str
-    status: int
-    error: str
 
 
 def index_name(alias: str, info: IndexInfo) -> str:
@@ -72,7 +68,7 @@ class OpenSearchStore:
         self._client = client
         self._index: str | None = None
         self._info: IndexInfo | None = None
-        self.dead_letters: list[DeadLetter] = []
+        self._dead_letters: list[DeadLetter] = []
 
     # -- client ------------------------------------------------------------------------------
     @property
@@ -244,7 +240,9 @@ class OpenSearchStore:
                     retry.append(op)
                 else:
                     error = json.dumps(result.get("error", {}))[:500]
-                    self.dead_letters.append(DeadLetter(op.chunk_id, op.document_id, status, error))
+                    self._dead_letters.append(
+                        DeadLetter(op.chunk_id, op.document_id, status, error)
+                    )
                     log.error("dead letter %s (%s): %s", op.chunk_id, status, error)
             if not retry:
                 return
@@ -260,6 +258,10 @@ class OpenSearchStore:
         """Exponential backoff with full jitter."""
         cap = min(self._settings.backoff_max_seconds, self._settings.backoff_seconds * 2**attempt)
         time.sleep(random.uniform(0, cap))  # noqa: S311 - jitter, not cryptography
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        return self._dead_letters
 
     def refresh(self) -> None:
         """Make every write so far visible to search."""
