@@ -64,7 +64,7 @@ def quota_benchmark() -> None:
     )
     print(f"{'concurrency':<22}{'calls/s':>9}{'of quota':>10}{'wasted':>9}{'attempts':>10}")
     for name, limiter in (
-        ("adaptive (CUBIC)", AdaptiveConcurrency(2, 1, 64)),
+        ("adaptive (paced)", AdaptiveConcurrency(2, 1, 64)),
         ("fixed 4", FixedConcurrency(4)),
         ("fixed 32", FixedConcurrency(32)),
     ):

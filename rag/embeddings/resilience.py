@@ -1,8 +1,7 @@
-"""Adaptive concurrency and a circuit breaker for remote embedding providers.
+"""Resilient calls to remote embedding providers: pacing, a circuit breaker and retries.
 
-The limiter learns the provider's quota from throttling (slow start, then additive increase and
-multiplicative decrease of a paced call rate); the breaker opens after a run of consecutive
-failures and fails fast until its cool-down has passed.
+The limiter (``rag.embeddings.pacing``) learns the provider's quota from throttling; the breaker
+opens after a run of consecutive failures and fails fast until its cool-down has passed.
 """
 
 from __future__ import annotations
@@ -10,13 +9,24 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from rag.embeddings.pacing import AdaptiveConcurrency, FixedConcurrency
 from rag.errors import EmbeddingError
+
+__all__ = [
+    "AdaptiveConcurrency",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "FixedConcurrency",
+    "ResilientCaller",
+    "RetryPolicy",
+    "ThrottledError",
+    "TransientError",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,124 +42,6 @@ class TransientError(EmbeddingError):
 
 class CircuitOpenError(EmbeddingError):
     """The provider kept failing; calls fail fast until the cool-down has passed."""
-
-
-class AdaptiveConcurrency:
-    """How many calls may be in flight, and how fast they may start, learned from throttling.
-
-    Slow start: the concurrency limit grows by one per success (doubling per round trip) until
-    the first throttle. From then on calls are paced at a rate that follows CUBIC (as TCP and
-    botocore's adaptive retry mode do): on a throttle, once per round trip, the rate drops to
-    ``beta`` times the success rate just observed; it then climbs back to that level within
-    about ``K`` seconds and probes beyond it slowly, then faster the longer no throttle comes.
-    A job so fills its quota with few rejected calls.
-    """
-
-    def __init__(
-        self,
-        initial: int = 4,
-        minimum: int = 1,
-        maximum: int = 64,
-        *,
-        beta: float = 0.85,
-        scale: float = 0.2,
-        min_cut_interval: float = 1.0,
-    ) -> None:
-        self.limit = float(initial)
-        self.minimum = minimum
-        self.maximum = maximum
-        self.beta = beta
-        self.scale = scale
-        self.min_cut_interval = min_cut_interval
-        self.rate: float | None = None  # calls per second, once a throttle was seen
-        self.in_flight = 0
-        self._w_max = 0.0
-        self._k = 0.0
-        self._next_start = 0.0
-        self._last_cut = 0.0
-        self._successes: deque[float] = deque()
-        self._first_success: float | None = None
-        self._slow_start = True
-        self._cond = threading.Condition()
-
-    def acquire(self) -> float:
-        """Wait for a slot (and for the pace); returns the start time for release()."""
-        with self._cond:
-            while self.in_flight >= int(self.limit):
-                self._cond.wait()
-            self.in_flight += 1
-        while True:  # a cut while we wait re-paces us at the new, lower rate
-            with self._cond:
-                epoch = self._last_cut
-                wait = 0.0
-                if self.rate is not None:
-                    now = time.monotonic()
-                    start = max(now, self._next_start)
-                    self._next_start = start + 1.0 / self.rate
-                    wait = start - now
-            if wait > 0:
-                time.sleep(wait)
-            with self._cond:
-                if self._last_cut == epoch:
-                    return time.monotonic()
-
-    def release(self, started: float, throttled: bool) -> None:
-        with self._cond:
-            self.in_flight -= 1
-            now = time.monotonic()
-            if throttled:
-                # one cut per round trip, and none while the last cut takes effect
-                if started >= self._last_cut and now - self._last_cut >= self.min_cut_interval:
-                    self._cut(now)
-            else:
-                self._grow(now)
-            self._cond.notify_all()
-
-    def _observed_rate(self, now: float) -> float | None:
-        """Successes per second over the last second (None while too few to tell)."""
-        while self._successes and self._successes[0] < now - 1.0:
-            self._successes.popleft()
-        window = min(1.0, now - self._first_success) if self._first_success else 0.0
-        if len(self._successes) < 5 or window <= 0:
-            return None
-        return len(self._successes) / window
-
-    def _cut(self, now: float) -> None:
-        self._slow_start = False
-        observed = self._observed_rate(now)
-        if observed is None:  # too early to know the rate: halve the concurrency
-            self.limit = max(float(self.minimum), self.limit / 2)
-        else:
-            self._w_max = observed if self.rate is None else min(self.rate, observed)
-            self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
-            self.rate = max(0.5, self._w_max * self.beta)
-            self._next_start = now + 1.0 / self.rate
-        self._last_cut = now
-
-    def _grow(self, now: float) -> None:
-        self._successes.append(now)
-        if self._first_success is None:
-            self._first_success = now
-        if self._slow_start:
-            self.limit = min(float(self.maximum), self.limit + 1)  # doubles per round trip
-            return
-        self.limit = min(float(self.maximum), self.limit + 1.0 / max(self.limit, 1.0))
-        if self.rate is not None:
-            t = now - self._last_cut
-            cubic = self.scale * (t - self._k) ** 3 + self._w_max
-            self.rate = max(0.5, min(cubic, 2 * self._w_max))  # probe, never leap
-
-
-class FixedConcurrency(AdaptiveConcurrency):
-    """A constant limit and no pacing (the baseline adaptive concurrency is compared with)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit, limit, limit)
-
-    def release(self, started: float, throttled: bool) -> None:
-        with self._cond:
-            self.in_flight -= 1
-            self._cond.notify_all()
 
 
 class CircuitBreaker:

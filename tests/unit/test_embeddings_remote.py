@@ -200,26 +200,6 @@ def test_validation_errors_are_not_retried() -> None:
             embedder.embed_batch(["x"])
 
 
-def test_adaptive_limiter_learns_a_rate_from_throttling() -> None:
-    limiter = AdaptiveConcurrency(8, 1, 64, min_cut_interval=0)
-    started = limiter.acquire()
-    limiter.release(started, throttled=True)  # nothing succeeded yet: halve the concurrency
-    assert (limiter.limit, limiter.rate) == (4, None)
-    stale = started - 1  # a call started before the last cut does not cut again
-    limiter.in_flight += 1
-    limiter.release(stale, throttled=True)
-    assert limiter.limit == 4
-    for _ in range(30):  # 30 successes in about no time: a high observed rate
-        limiter.release(limiter.acquire(), throttled=False)
-    time.sleep(0.06)
-    limiter.release(limiter.acquire(), throttled=True)
-    assert limiter.rate is not None and limiter.rate > 10
-    before = limiter.rate
-    time.sleep(0.3)
-    limiter.release(limiter.acquire(), throttled=False)
-    assert limiter.rate > before  # climbs back while calls succeed
-
-
 def test_fixed_concurrency_never_adapts() -> None:
     from rag.embeddings.resilience import FixedConcurrency
 
