@@ -187,6 +187,12 @@ class _Window:
 
     def add(self, now: float) -> None:
         self._events.append(now)
+        self._prune(now)  # here, not only in rate(): a long run without throttles stays small
+
+    def _prune(self, now: float) -> None:
+        events = self._events
+        while len(events) > self.keep and events[0] < now - self.seconds:
+            events.popleft()
 
     def recent(self, now: float, events: int = 10) -> float | None:
         """Events per second over the last ``events`` of them (None while too few)."""
@@ -196,9 +202,8 @@ class _Window:
         return (events - 1) / span if span > 0 else None
 
     def rate(self, now: float) -> float | None:
+        self._prune(now)
         events = self._events
-        while len(events) > self.keep and events[0] < now - self.seconds:
-            events.popleft()
         if len(events) < self.minimum:
             return None
         span = events[-1] - events[0]  # n events span n - 1 intervals

@@ -123,3 +123,10 @@ def test_no_rate_before_any_success_halves_the_concurrency() -> None:
     limiter.in_flight += 1
     limiter.release(started - 1, throttled=True)  # started before the last cut: no second cut
     assert limiter.limit == 4
+
+
+def test_a_long_run_without_throttles_keeps_its_windows_small() -> None:
+    # a quota that ends the startup, then none: no throttle for 58 s
+    outcome, limiter = simulate(lambda t: 40.0 if t < 2 else 1e9, 60)
+    assert len(outcome.ok) > 10_000 and max(outcome.throttled) < 2.5
+    assert len(limiter._successes._events) <= 2_000  # about a second of events, not all of them
