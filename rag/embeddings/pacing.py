@@ -11,14 +11,12 @@ limiter never sends a burst that a quota has to reject:
   near it, and only then probes beyond it, slowly at first. A throttle while probing cuts the
   pace again (at most once per ``min_cut_interval``). A token-bucket quota so costs about one
   rejected call per probe.
-- When a quarter of the latest calls fail (two thirds, right after a cut) the quota itself
-  dropped: the pace follows what still gets through, at once. If that cut does not lower the
-  share of rejected calls, they do not depend on our pace (a flaky service, not a quota): the
-  pace is held and climbs slowly instead of being cut again.
-
-Known limit: a service that rejects a few percent of calls at random, whatever the pace, reads
-as a quota at every rejection and pulls the pace down (as botocore's adaptive mode does); the
-retry policy still delivers every call.
+- Some services reject a share of calls whatever the pace (flaky, not a quota): that background
+  share is learned over windows of twenty calls sent below the learned quota. A stray throttle
+  cuts the pace only where the background is quiet (under 2%); elsewhere only a share a
+  quarter above the background does.
+- When a quarter of the latest calls fail beyond the background (or two thirds, right after a
+  cut) the quota itself dropped: the pace follows what still gets through, at once.
 """
 
 from __future__ import annotations
@@ -64,7 +62,8 @@ class AdaptiveConcurrency:
         self._next_start = 0.0
         self._last_cut = float("-inf")
         self._latest: deque[bool] = deque(maxlen=20)  # calls sent since the last cut: throttled?
-        self._cut_share = 0.0  # the share of throttled calls that led to the last cut
+        self._learned = False  # whether the quota aimed at was measured (not guessed)
+        self._background = _Background()  # the share of calls the service rejects anyway
         self._successes = _Window()
         self._attempts = _Window()
         self._cond = threading.Condition()
@@ -97,6 +96,8 @@ class AdaptiveConcurrency:
             self._attempts.add(now)
             if started >= self._last_cut:  # sent at the current pace: evidence about it
                 self._latest.append(throttled)
+                if self._learned and self.rate is not None and self.rate < self._w_max:
+                    self._background.add(throttled)  # below the quota: none is its doing
                 if throttled:
                     self._on_throttle(now)
             if not throttled:
@@ -112,34 +113,27 @@ class AdaptiveConcurrency:
             self._reset(now)
         elif self._startup:
             recent = self._successes.recent(now) or succeeded
-            self._cut(now, share, aim=(recent + self.rate) / 2, base=recent)
+            self._cut(now, aim=(recent + self.rate) / 2, base=recent)
             self._startup = False
         else:
-            settled = now - self._last_cut >= self.min_cut_interval
-            many = latest >= 5  # a quarter of the latest twenty
-            storm = latest >= 8 and share >= 2 / 3
-            if storm or (many and settled):
-                if not storm and self._cut_share >= 0.2:
-                    self._hold(now)  # the last cut, to what got through, did not help
-                else:  # the quota dropped: follow what still gets through
-                    through = self.rate * (1 - share)
-                    self._cut(now, share, aim=through, base=through)
-            elif settled:  # the pace crossed the quota
-                quota = min(self.rate, succeeded)  # what a saturated quota lets through
-                self._cut(now, share, aim=quota, base=quota)
+            # a cut takes effect before the next: a second, and twenty calls at the new pace
+            sent = len(self._latest)
+            settled = now - self._last_cut >= self.min_cut_interval and sent == self._latest.maxlen
+            excess = share - self._background.share  # over what the service rejects anyway
+            if (latest >= 8 and share >= 2 / 3) or (settled and excess >= 0.25):
+                through = self.rate * (1 - excess)  # the quota dropped: follow what gets through
+                self._background.discard()  # quota evidence, not background
+                self._cut(now, aim=through, base=through)
+            elif settled and self._background.share < 0.02:  # a quiet service: probing crossed
+                quota = min(self.rate, succeeded)  # the quota; what a saturated one lets through
+                self._cut(now, aim=quota, base=quota)
 
-    def _cut(self, now: float, share: float, aim: float, base: float) -> None:
+    def _cut(self, now: float, aim: float, base: float) -> None:
+        self._learned = not self._startup  # the startup's aim is a guess
         self._w_max = max(aim, self.min_rate)
         self.rate = max(self.min_rate, self.beta * base)
         self._k = (max(0.0, self._w_max - self.rate) / (self.probe * self._w_max)) ** (1 / 3)
-        self._cut_share = share
         self._next_start = now + 2.0 / self.rate  # let the exhausted quota refill a little
-        self._reset(now)
-
-    def _hold(self, now: float) -> None:
-        if self.rate is not None:  # keep the pace, and climb as if just cut to it
-            self._w_max = self.rate / self.beta
-            self._k = ((1 - self.beta) / self.probe) ** (1 / 3)
         self._reset(now)
 
     def _reset(self, now: float) -> None:
@@ -172,6 +166,31 @@ class FixedConcurrency(AdaptiveConcurrency):
         with self._cond:
             self.in_flight -= 1
             self._cond.notify_all()
+
+
+class _Background:
+    """The share of calls a service throttles whatever the pace (a flaky service rejects some
+    at random; a quota, below it, none): averaged over windows of ``size`` calls."""
+
+    def __init__(self, size: int = 20, weight: float = 0.2) -> None:
+        self.size = size
+        self.weight = weight
+        self.share = 0.0
+        self._windows = 0
+        self._calls = 0
+        self._throttled = 0
+
+    def add(self, throttled: bool) -> None:
+        self._calls += 1
+        self._throttled += throttled
+        if self._calls == self.size:
+            self._windows += 1
+            weight = max(self.weight, 1 / self._windows)  # a plain mean for the first windows
+            self.share += weight * (self._throttled / self._calls - self.share)
+            self.discard()
+
+    def discard(self) -> None:
+        self._calls = self._throttled = 0
 
 
 class _Window:

@@ -130,3 +130,14 @@ def test_a_long_run_without_throttles_keeps_its_windows_small() -> None:
     outcome, limiter = simulate(lambda t: 40.0 if t < 2 else 1e9, 60)
     assert len(outcome.ok) > 10_000 and max(outcome.throttled) < 2.5
     assert len(limiter._successes._events) <= 2_000  # about a second of events, not all of them
+
+
+@pytest.mark.parametrize("flaky", [0.05, 0.3])
+def test_random_rejections_that_do_not_follow_the_pace_do_not_starve_the_job(flaky: float) -> None:
+    outcome, _ = simulate(lambda t: 1e9, 60, flaky=flaky)
+    assert outcome.rate(30, 60) >= outcome.rate(0, 5)  # learned as background, not cut to 0
+
+
+def test_a_quota_behind_a_flaky_service_is_still_found() -> None:
+    outcome, _ = simulate(lambda t: 40.0, 120, flaky=0.05)
+    assert 0.8 * 40 * 0.95 <= outcome.rate(20, 120) <= 40 * 1.01
