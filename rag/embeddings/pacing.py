@@ -9,8 +9,8 @@ limiter never sends a burst that a quota has to reject:
 - *probing*, scale-free CUBIC (as TCP and botocore's adaptive retry mode do): after a cut to
   ``beta`` times the quota the pace climbs back in ``cbrt((1 - beta) / probe)`` seconds, stays
   near it, and only then probes beyond it, slowly at first. A throttle while probing cuts the
-  pace again (at most once per ``min_cut_interval``). A token-bucket quota so costs about one
-  rejected call per probe.
+  pace again (at most once per ``min_cut_interval`` and twenty calls at the new pace). A
+  token-bucket quota so costs about one rejected call per probe.
 - Some services reject a share of calls whatever the pace (flaky, not a quota): that background
   share is learned over windows of twenty calls sent below the learned quota. A stray throttle
   cuts the pace only where the background is quiet (under 2%); elsewhere only a share a
