@@ -11,12 +11,15 @@ from rag.models import SourceDocument
 @dataclass(frozen=True)
 class Listing:
     """What a source holds now. ``complete`` is False when any part could not be listed, in which
-    case nothing may be deleted on the strength of this listing."""
+    case nothing may be deleted on the strength of this listing. ``policy_errors`` name broken
+    permission policies: the documents they govern are listed without an ACL (``acl_error``
+    set), so they are hidden, while the listing itself may still be complete."""
 
     source: str
     documents: tuple[SourceDocument, ...]
     complete: bool
     errors: tuple[str, ...] = field(default=())
+    policy_errors: tuple[str, ...] = field(default=())
 
 
 @runtime_checkable

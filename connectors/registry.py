@@ -12,13 +12,20 @@ from rag.errors import ConfigurationError
 
 
 def build_connector(kind: str, name: str, options: dict[str, Any], base_dir: Path) -> Connector:
-    """``filesystem`` (options: root), or ``package.module:ClassName`` called with
-    ``name=`` and the options as keyword arguments."""
+    """``filesystem`` (options: root, case_sensitive_ids), or ``package.module:ClassName``
+    called with ``name=`` and the options as keyword arguments."""
     if kind == "filesystem":
         if "root" not in options:
             raise ConfigurationError(f"source {name}: the filesystem connector needs options.root")
         root = Path(options["root"])
-        return FilesystemConnector(root if root.is_absolute() else base_dir / root, name)
+        unknown = set(options) - {"root", "case_sensitive_ids"}
+        if unknown:
+            raise ConfigurationError(f"source {name}: unknown filesystem options {sorted(unknown)}")
+        return FilesystemConnector(
+            root if root.is_absolute() else base_dir / root,
+            name,
+            case_sensitive_ids=bool(options.get("case_sensitive_ids", False)),
+        )
     if ":" in kind:
         module_name, _, attr = kind.partition(":")
         try:

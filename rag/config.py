@@ -129,9 +129,12 @@ class SyncSettings(_Section):
         0.5,
         ge=0,
         le=1,
-        description="A listing that would delete more than this share deletes nothing.",
+        description="When more than this share of a source's documents is gone from a complete "
+        "listing, they are hidden (tombstoned) at once but not purged.",
     )
-    allow_mass_delete: bool = Field(False, description="Override the mass-delete guard once.")
+    allow_mass_delete: bool = Field(
+        False, description="Override the mass-delete guard once: purge whatever is gone."
+    )
     tombstone_grace_seconds: float = Field(
         0.0, ge=0, description="Tombstoned documents are purged on a later run after this long."
     )
@@ -162,6 +165,11 @@ class RetrievalSettings(_Section):
     )
     min_score: float = Field(
         -1.0, ge=-1.0, le=1.0, description="Drop hits less similar than this (cosine)."
+    )
+    case_sensitive_principals: bool = Field(
+        False,
+        description="Also query the exact-case principals (user.cs:/group.cs:) that sources "
+        "with case-sensitive ids store; without it their restricted documents stay hidden.",
     )
 
 

@@ -3,8 +3,9 @@
     RagError
     ├── ConfigurationError        settings are missing or contradict each other
     ├── AccessDeniedError         no identity, or an identity we refuse to search for
-    │   └── InvalidPrincipalError a principal string that is not of our grammar
+    │   └── InvalidPrincipalError an id or principal that is not valid (empty, control chars)
     ├── MissingAclError           a document arrived without an ACL and is not explicitly public
+    │   └── PolicyError           the policy that gives its ACL is broken (it is hidden)
     ├── DocumentError             one source document cannot be ingested (it is quarantined)
     │   ├── UnsupportedFormatError
     │   ├── ParseError
@@ -34,12 +35,19 @@ class AccessDeniedError(RagError):
     """A search without an identity, or for an identity we refuse to search for."""
 
 
-class InvalidPrincipalError(AccessDeniedError, ValueError):
-    """A principal string that does not follow ``user:<id>``, ``group:<id>`` or ``public``."""
+class InvalidPrincipalError(AccessDeniedError):
+    """A principal or id that is not valid (see ``rag.identity``). Deliberately not a
+    ``ValueError``: pydantic passes it through unwrapped, so callers never see a raw
+    ``ValidationError`` for an identity."""
 
 
 class MissingAclError(RagError):
     """A document without an ACL that is not explicitly public: it is never indexed."""
+
+
+class PolicyError(MissingAclError):
+    """A source's permission policy is broken (malformed, or naming what does not exist): the
+    documents it governs are hidden, and the message names the file, line and bad value."""
 
 
 class DocumentError(RagError):

@@ -1,86 +1,193 @@
-"""Principals and the identity of the caller.
+"""Principals and the identity of the caller, in one canonical form used at ingest and query time.
 
-A principal is one of ``user:<id>``, ``group:<id>`` or ``public``. Ids use a conservative
-character set so that a principal can never carry query syntax into a store filter; stores escape
-them as well (defence in depth).
+A principal is ``public``, ``user:<id>`` or ``group:<id>``. Ids are opaque Unicode strings: an
+e-mail with an apostrophe, ``CORP\\alice``, an LDAP DN, a SharePoint claim, ``Finance Team`` or
+``日本`` are all valid. Safety never comes from refusing ids: the stores bind or quote every
+principal (JSON ``terms`` in OpenSearch, escaped SQL literals in LanceDB).
+
+The canonical form (:func:`canonical_principal`):
+
+- Unicode NFC, surrounding whitespace stripped;
+- an id is non-empty, at most :data:`MAX_ID_CHARS` characters, and holds no control (Cc),
+  format (Cf, such as zero-width characters) or surrogate (Cs) character;
+- ``user:``/``group:`` ids are case-insensitive: they are case-folded (``Mallory@Corp.example``
+  and ``mallory@corp.example`` are one user);
+- sources whose ids are case-sensitive write ``user.cs:<id>``/``group.cs:<id>`` instead (exact
+  case kept). A query carries those forms only when asked to (``principals(case_sensitive=True)``);
+  deny entries of such sources are stored in both forms, so a deny always matches.
 """
 
 from __future__ import annotations
 
-import re
+import logging
+import unicodedata
 from collections.abc import Iterable
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from rag.errors import AccessDeniedError, InvalidPrincipalError
+
+log = logging.getLogger(__name__)
 
 PUBLIC: Final = "public"
 """The principal every authenticated user holds; documents allowing it are readable by all."""
 
-_ID = r"[A-Za-z0-9][A-Za-z0-9._@+\-]{0,254}"
-_ID_RE: Final = re.compile(rf"^{_ID}$")
-_PRINCIPAL_RE: Final = re.compile(rf"^(?:{PUBLIC}|(?:user|group):{_ID})$")
+MAX_ID_CHARS: Final = 2048
+"""The longest user or group id accepted (characters, after normalization)."""
+
+USER: Final = "user"
+GROUP: Final = "group"
+_CS: Final = ".cs"
+KINDS: Final = frozenset({USER, GROUP, USER + _CS, GROUP + _CS})
+_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs"})
 
 
-def validate_principal(value: str) -> str:
-    """Return ``value`` if it is a well-formed principal, else raise InvalidPrincipalError."""
-    if not isinstance(value, str) or not _PRINCIPAL_RE.fullmatch(value):
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` for an error message: repr'd, and truncated when long."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def canonical_id(value: object, *, case_sensitive: bool = False) -> str:
+    """The canonical form of a user or group id, or InvalidPrincipalError naming the value."""
+    if not isinstance(value, str):
+        raise InvalidPrincipalError(f"an id must be a string, got {type(value).__name__}")
+    text = unicodedata.normalize("NFC", value).strip()
+    if not text:
+        raise InvalidPrincipalError(f"empty user or group id {shown(value)}")
+    if len(text) > MAX_ID_CHARS:
         raise InvalidPrincipalError(
-            f"invalid principal {value!r}: expected user:<id>, "
-            f"group:<id> or {PUBLIC!r} with ids of [A-Za-z0-9._@+-]"
+            f"user or group id {shown(value)} is longer than {MAX_ID_CHARS} characters"
         )
-    return value
+    for char in text:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            raise InvalidPrincipalError(
+                f"user or group id {shown(value)} holds the control or invisible character "
+                f"U+{ord(char):04X}"
+            )
+    if case_sensitive:
+        return text
+    return _fold(text)
 
 
-def validate_id(value: str) -> str:
-    """Return ``value`` if it is a valid user or group id."""
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-        raise InvalidPrincipalError(f"invalid user or group id {value!r}")
-    return value
+def _fold(text: str) -> str:
+    """Case folding to a fixed point (NFC after each fold)."""
+    for _ in range(4):
+        folded = unicodedata.normalize("NFC", text.casefold())
+        if folded == text:
+            break
+        text = folded
+    return text
 
 
-Principal = Annotated[str, AfterValidator(validate_principal)]
+def canonical_principal(value: object, *, case_sensitive: bool = False) -> str:
+    """The canonical form of ``public``, ``user:<id>`` or ``group:<id>``.
+
+    With ``case_sensitive`` (a source whose ids are case-sensitive), ``user:``/``group:`` become
+    ``user.cs:``/``group.cs:`` and keep their case. Idempotent.
+    """
+    if not isinstance(value, str):
+        raise InvalidPrincipalError(f"a principal must be a string, got {type(value).__name__}")
+    text = unicodedata.normalize("NFC", value).strip()
+    if _fold(text) == PUBLIC:
+        return PUBLIC
+    kind, sep, ident = text.partition(":")
+    kind = kind.strip().lower()
+    if not sep or kind not in KINDS:
+        raise InvalidPrincipalError(
+            f"invalid principal {shown(value)}: expected user:<id>, group:<id> or {PUBLIC!r}"
+        )
+    exact = kind.endswith(_CS) or case_sensitive
+    base = kind.removesuffix(_CS)
+    try:
+        ident = canonical_id(ident, case_sensitive=exact)
+    except InvalidPrincipalError as exc:
+        raise InvalidPrincipalError(f"invalid principal {shown(value)}: {exc}") from None
+    return f"{base}{_CS if exact else ''}:{ident}"
 
 
-def user(user_id: str) -> str:
+def validate_principal(value: object) -> str:
+    """The canonical form of a principal (case-insensitive ids), or InvalidPrincipalError."""
+    return canonical_principal(value)
+
+
+def deny_forms(principal: str) -> frozenset[str]:
+    """The forms a deny entry is stored in: a case-sensitive one also in its case-folded form,
+    so that it matches every spelling a query may carry (a deny may only ever hide more)."""
+    kind, _, ident = principal.partition(":")
+    if not kind.endswith(_CS):
+        return frozenset({principal})
+    return frozenset({principal, f"{kind.removesuffix(_CS)}:{_fold(ident)}"})
+
+
+Principal = Annotated[str, BeforeValidator(validate_principal)]
+"""A principal string, canonicalized on validation (errors are InvalidPrincipalError)."""
+
+
+def user(user_id: str, *, case_sensitive: bool = False) -> str:
     """The principal of one user."""
-    return f"user:{validate_id(user_id)}"
+    ident = canonical_id(user_id, case_sensitive=case_sensitive)
+    return f"{USER}{_CS if case_sensitive else ''}:{ident}"
 
 
-def group(group_id: str) -> str:
+def group(group_id: str, *, case_sensitive: bool = False) -> str:
     """The principal of one group."""
-    return f"group:{validate_id(group_id)}"
+    ident = canonical_id(group_id, case_sensitive=case_sensitive)
+    return f"{GROUP}{_CS if case_sensitive else ''}:{ident}"
 
 
 class UserContext(BaseModel):
-    """Who is asking: a user id and the groups the identity provider says they belong to."""
+    """Who is asking: a user id and the groups the identity provider says they belong to.
+
+    Ids are kept in NFC with their case (case-sensitive sources need it); an invalid user id is
+    refused with InvalidPrincipalError, an invalid group is dropped and logged (it could only
+    ever have widened what the user reads).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     user_id: str = Field(description="The user's id, as in the sources' ACLs.")
     groups: frozenset[str] = Field(default=frozenset(), description="Group ids of the user.")
 
-    @field_validator("user_id")
+    @model_validator(mode="before")
     @classmethod
-    def _check_user(cls, value: str) -> str:
-        return validate_id(value)
-
-    @field_validator("groups")
-    @classmethod
-    def _check_groups(cls, value: frozenset[str]) -> frozenset[str]:
-        for g in value:
-            validate_id(g)
-        return value
+    def _canonical(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        values = dict(data)
+        if "user_id" in values:
+            try:
+                values["user_id"] = canonical_id(values["user_id"], case_sensitive=True)
+            except InvalidPrincipalError as exc:
+                raise InvalidPrincipalError(f"invalid user id: {exc}") from None
+        raw = values.get("groups", ())
+        if isinstance(raw, str) or not isinstance(raw, Iterable):
+            raise InvalidPrincipalError(f"groups must be a collection of ids, not {shown(raw)}")
+        groups: set[str] = set()
+        for g in raw:
+            try:
+                groups.add(canonical_id(g, case_sensitive=True))
+            except InvalidPrincipalError as exc:
+                log.warning("dropped an invalid group of the caller: %s", exc)
+        values["groups"] = frozenset(groups)
+        return values
 
     @classmethod
     def of(cls, user_id: str, groups: Iterable[str] = ()) -> UserContext:
         """Build a context from a user id and group ids."""
         return cls(user_id=user_id, groups=frozenset(groups))
 
-    def principals(self) -> frozenset[str]:
-        """Every principal this user holds: themself, their groups, and ``public``."""
-        return frozenset({user(self.user_id), PUBLIC, *(group(g) for g in self.groups)})
+    def principals(self, *, case_sensitive: bool = False) -> frozenset[str]:
+        """Every principal this user holds: themself, their groups, and ``public``; with
+        ``case_sensitive`` also the exact-case forms that case-sensitive sources store."""
+        held = {user(self.user_id), PUBLIC, *(group(g) for g in self.groups)}
+        if case_sensitive:
+            held.add(user(self.user_id, case_sensitive=True))
+            held.update(group(g, case_sensitive=True) for g in self.groups)
+        return frozenset(held)
 
 
 def require_user(context: UserContext | None) -> UserContext:

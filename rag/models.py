@@ -43,6 +43,20 @@ class Acl(_Frozen):
     def is_empty(self) -> bool:
         return not self.allow
 
+    def meet(self, other: Acl) -> Acl:
+        """An ACL admitting only principal sets that both ``self`` and ``other`` admit.
+
+        Every identity holds ``public``, so a side allowing it constrains nothing; otherwise the
+        allow sets intersect (conservative: when in doubt, hide). Deny entries add up.
+        """
+        if PUBLIC in other.allow:
+            allow = self.allow
+        elif PUBLIC in self.allow:
+            allow = other.allow
+        else:
+            allow = self.allow & other.allow
+        return Acl(allow=allow, deny=self.deny | other.deny)
+
     def permits(self, principals: AbstractSet[str]) -> bool:
         """True if one of ``principals`` is allowed and none is denied."""
         return not self.allow.isdisjoint(principals) and self.deny.isdisjoint(principals)
@@ -64,6 +78,11 @@ class SourceDocument(_Frozen):
     size_bytes: int = Field(ge=0)
     modified_at: datetime
     acl: Acl | None = Field(description="None when the source holds no ACL for it.")
+    acl_error: str | None = Field(
+        default=None,
+        description="Why the source could not give an ACL (a broken policy): the document is "
+        "hidden and quarantined with this reason until it is fixed. Implies ``acl`` is None.",
+    )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 
 

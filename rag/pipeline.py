@@ -25,7 +25,7 @@ from rag.chunking import Chunker
 from rag.config import Settings
 from rag.embeddings import Embedder, build_embedder, embed_in_batches
 from rag.embeddings.cache import CachedEmbedder
-from rag.errors import ConnectorError, DocumentError, MissingAclError
+from rag.errors import ConnectorError, DocumentError, MissingAclError, PolicyError
 from rag.models import Acl, Chunk, SourceDocument
 from rag.parsing import parse
 from rag.quarantine import Quarantine, QuarantineRecord
@@ -66,6 +66,7 @@ class IngestSummary:
     revocation_delay_seconds: float | None = None
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     listing_errors: list[str] = field(default_factory=list)
+    policy_errors: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -170,6 +171,9 @@ class Ingestor:
         listed_at = datetime.now(UTC)
         summary.listing_complete = listing.complete
         summary.listing_errors = list(listing.errors)
+        summary.policy_errors = list(listing.policy_errors)
+        for problem in listing.policy_errors:
+            log.error("policy error (its documents are hidden): %s", problem)
         summary.documents_listed = len(listing.documents)
         with summary.timed("load"):
             self._open(connector.name)
@@ -236,38 +240,49 @@ class Ingestor:
         if costs and all(c is not None for c in costs):
             summary.estimated_cost_usd = float(sum(c for c in costs if isinstance(c, float)))
 
-    # -- revocations: ACL-only changes, restores, tombstones ---------------------------------
+    # -- revocations: ACL-only changes, restores, narrowing, tombstones ----------------------
     def _revoke(self, plan: Plan, states: dict[str, DocState], summary: IngestSummary) -> bool:
+        """Apply every permission change the listing implies before any content work, whatever
+        the documents' states: the index never shows old content to anyone the old *and* the
+        new ACL do not both admit (see :func:`narrowed_acl`)."""
         assert self._state is not None
         now = datetime.now(UTC)
         updated: list[DocState] = []
         for doc in [*plan.acl_only, *plan.restore]:
+            old = states[doc.id]
             if doc.acl is None or doc.acl.is_empty:
-                plan.changed.append(doc)  # lost its ACL: handled (quarantined) as content work
+                plan.changed.append(doc)  # lost its ACL: hidden below, quarantined later
                 continue
             count = self._store.update_acl(doc.id, doc.acl)
-            if count == 0 and states[doc.id].chunk_ids:
+            if count == 0 and old.chunk_ids:
                 plan.changed.append(doc)  # the index lost its chunks: rebuild them
                 continue
-            updated.append(_state(doc, "live", states[doc.id].chunk_ids, now))
+            updated.append(_state(doc, "live", old.chunk_ids, now))
         summary.acl_only = len(plan.acl_only)
         summary.restored = len(plan.restore)
         narrowed = False
-        for doc in plan.changed:  # content and ACL changed: narrow the old chunks' ACL now,
-            old = states.get(doc.id)  # not after the new content is embedded
-            if old is not None and old.status == "live" and old.acl_digest != acl_digest(doc):
-                self._store.update_acl(doc.id, doc.acl if doc.acl is not None else Acl())
+        for doc in plan.changed:  # old content stays until replaced: narrow it now
+            old = states.get(doc.id)
+            target = narrowed_acl(old, doc) if old is not None else None
+            if old is not None and target is not None:
+                self._store.update_acl(doc.id, target)
+                updated.append(old.model_copy(update={"visible_acl": target, "updated_at": now}))
                 narrowed = True
         for state in plan.tombstone:
             self._store.update_acl(state.document_id, Acl())  # hidden from everyone, now
             updated.append(
                 state.model_copy(
-                    update={"status": "tombstoned", "tombstoned_at": now, "updated_at": now}
+                    update={
+                        "status": "tombstoned",
+                        "tombstoned_at": now,
+                        "updated_at": now,
+                        "visible_acl": Acl(),
+                    }
                 )
             )
         summary.tombstoned = len(plan.tombstone)
         self._state.put(updated)
-        if updated or narrowed:
+        if updated:
             self._store.refresh()
         return bool(plan.acl_only or plan.tombstone or narrowed)
 
@@ -293,6 +308,8 @@ class Ingestor:
     ) -> list[Chunk] | None:
         stage = "acl"
         try:
+            if document.acl_error is not None:
+                raise PolicyError(document.acl_error)
             if document.acl is None or document.acl.is_empty:
                 raise MissingAclError("no ACL for this document (and it is not marked public)")
             stage = "read"
@@ -306,13 +323,21 @@ class Ingestor:
                 return self._chunker.chunk(document, elements)
         except (DocumentError, ConnectorError, MissingAclError) as exc:
             reason = getattr(exc, "reason_code", type(exc).__name__)
+            assert self._state is not None
+            old = self._state.get(document.source, [document.id]).get(document.id)
+            # the index keeps what it had (already narrowed by the revocation step)
+            indexed = old.indexed_hash if old is not None else None
+            visible = old.visible_acl if old is not None else Acl()
             if isinstance(exc, MissingAclError):
-                reason = "missing_acl"
+                reason = "policy_error" if isinstance(exc, PolicyError) else "missing_acl"
                 self._store.delete_document(document.id)  # never keep it under an old ACL
+                indexed, visible = None, Acl()
             log.warning("quarantined %s at %s: %s", document.uri, stage, exc)
             summary.quarantined.append(self._quarantine.put(document, stage, reason, str(exc)))
-            assert self._state is not None
-            self._state.put([_state(document, "quarantined", (), datetime.now(UTC))])
+            quarantined = _state(document, "quarantined", (), datetime.now(UTC))
+            self._state.put(
+                [quarantined.model_copy(update={"indexed_hash": indexed, "visible_acl": visible})]
+            )
             return None
 
     def _flush(self, pending: _Pending, summary: IngestSummary) -> None:
@@ -320,7 +345,8 @@ class Ingestor:
             return
         assert self._state is not None
         now = datetime.now(UTC)
-        # intent first: a run killed after this point is finished by the next one
+        # intent first: a run killed after this point is finished by the next one; the index
+        # then holds a mix of versions, so the state knows no single visible ACL
         self._state.put([_state(doc, "pending", (), now) for doc, _ in pending.documents])
         chunks = pending.chunks
         with summary.timed("embed"):
@@ -365,6 +391,9 @@ class Ingestor:
 def _state(
     doc: SourceDocument, status: Status, chunk_ids: tuple[str, ...], now: datetime
 ) -> DocState:
+    """The state of ``doc``; a live one's chunks are its content under its ACL, any other's
+    index content is unknown here (the caller sets it)."""
+    live = status == "live"
     return DocState(
         source=doc.source,
         document_id=doc.id,
@@ -374,7 +403,33 @@ def _state(
         status=status,
         chunk_ids=chunk_ids,
         updated_at=now,
+        indexed_hash=doc.content_hash if live else None,
+        visible_acl=doc.acl if live else None,
     )
+
+
+def narrowed_acl(old: DocState, doc: SourceDocument) -> Acl | None:
+    """The ACL the indexed chunks of ``doc`` must carry until its listed version replaces them,
+    or None when they may stay as they are.
+
+    - the ACL did not change: the chunks are already within it;
+    - the document has no usable ACL now (a broken or removed policy): nobody;
+    - the index holds exactly the listed content: its new ACL;
+    - the index holds older content under a known ACL: what both that and the new ACL admit;
+    - the index holds an unknown mix (a write was in flight): nobody, until rewritten.
+    """
+    usable = doc.acl is not None and not doc.acl.is_empty and doc.acl_error is None
+    if usable and old.acl_digest == acl_digest(doc):
+        return None
+    if not usable or old.visible_acl is None:
+        target = Acl()
+    elif old.indexed_hash == doc.content_hash:
+        assert doc.acl is not None
+        target = doc.acl
+    else:
+        assert doc.acl is not None
+        target = old.visible_acl.meet(doc.acl)
+    return None if target == old.visible_acl else target
 
 
 def _merge_usage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -38,6 +38,14 @@ class LanceDBSyncState:
         states = (DocState.model_validate_json(r["state"]) for r in rows if r["source"] == source)
         return {s.document_id: s for s in states}
 
+    def get(self, source: str, document_ids: Sequence[str]) -> dict[str, DocState]:
+        if not document_ids:
+            return {}
+        ids = ", ".join(f"'{checked_id(d)}'" for d in sorted(set(document_ids)))
+        rows = self._t().search().where(f"document_id IN ({ids})").limit(None).to_arrow()
+        states = (DocState.model_validate_json(r["state"]) for r in rows.to_pylist())
+        return {s.document_id: s for s in states if s.source == source}
+
     def put(self, states: Sequence[DocState]) -> None:
         if not states:
             return

@@ -55,6 +55,18 @@ class OpenSearchSyncState:
         states = (DocState.model_validate_json(h["_source"]["state"]) for h in hits)
         return {s.document_id: s for s in states}
 
+    def get(self, source: str, document_ids: Sequence[str]) -> dict[str, DocState]:
+        if not document_ids:
+            return {}
+        ids = [checked_id(d) for d in sorted(set(document_ids))]
+        response = self._client().mget(index=self._name(), body={"ids": ids}, realtime=True)
+        states = (
+            DocState.model_validate_json(d["_source"]["state"])
+            for d in response["docs"]
+            if d.get("found")
+        )
+        return {s.document_id: s for s in states if s.source == source}
+
     def put(self, states: Sequence[DocState]) -> None:
         if not states:
             return

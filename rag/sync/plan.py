@@ -82,7 +82,8 @@ def _classify(plan: Plan, listing: Listing, states: dict[str, DocState], full_re
         elif state.status == "quarantined":
             (plan.unchanged if same_acl else plan.changed).append(doc)
         elif state.status == "tombstoned":
-            plan.restore.append(doc)
+            # restorable with no embedding only if the hidden chunks are of this very content
+            (plan.restore if state.indexed_hash == doc.content_hash else plan.changed).append(doc)
         elif not same_acl:
             plan.acl_only.append(doc)
         else:
@@ -98,6 +99,10 @@ def _deletions(
     tombstone_grace: timedelta,
     allow_mass_delete: bool,
 ) -> None:
+    """A complete listing that omits documents hides them at once (tombstones: unreadable,
+    restorable with no embedding calls). The mass-delete guard holds back only the *purge*, so
+    a bad listing cannot destroy the index, yet never keeps access open. A listing that failed
+    or is incomplete changes nothing."""
     listed = {d.id for d in listing.documents}
     missing = [s for s in states.values() if s.document_id not in listed]
     to_tombstone = [s for s in missing if s.status != "tombstoned"]
@@ -110,17 +115,20 @@ def _deletions(
     ]
     if not (to_tombstone or to_purge):
         return
-    present = sum(1 for s in states.values() if s.status != "tombstoned")
-    share = len(to_tombstone) / present if present else 0.0
     if not listing.complete:
         plan.deletion_blocked = (
             f"listing of {listing.source} is incomplete ({len(listing.errors)} errors): "
             f"deleting nothing, {len(to_tombstone)} documents would have been removed"
         )
-    elif share > max_delete_share and not allow_mass_delete:
+        return
+    plan.tombstone = to_tombstone
+    share = len(missing) / len(states) if states else 0.0
+    if to_purge and share > max_delete_share and not allow_mass_delete:
         plan.deletion_blocked = (
-            f"listing of {listing.source} would remove {len(to_tombstone)} of {present} documents "
-            f"({share:.0%} > max_delete_share {max_delete_share:.0%}): deleting nothing"
+            f"{len(missing)} of {len(states)} documents of {listing.source} are gone from its "
+            f"listing ({share:.0%} > max_delete_share {max_delete_share:.0%}): they stay hidden "
+            f"(tombstoned) but are not purged; set RAG_SYNC__ALLOW_MASS_DELETE=true (or raise "
+            f"RAG_SYNC__MAX_DELETE_SHARE) to purge them"
         )
     else:
-        plan.tombstone, plan.purge = to_tombstone, to_purge
+        plan.purge = to_purge
