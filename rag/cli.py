@@ -163,11 +163,16 @@ def query_command(
     group: Annotated[
         list[str] | None, typer.Option("--group", "-g", help="A group of the user.")
     ] = None,
-    k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 5,
+    k: Annotated[
+        int | None,
+        typer.Option("-k", min=1, max=1000, help="Hits to return (default: RAG_RETRIEVAL__TOP_K)."),
+    ] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as one JSON object.")] = False,
 ) -> None:
-    """Search the index as one user; only chunks that user may read come back."""
+    """Search the index as one user; only chunks that user may read come back.
+
+    Read-only: a data dir or alias with nothing ingested is an error, and nothing is created."""
     settings = _settings(data_dir)
     try:
         context = UserContext.of(user, group or [])

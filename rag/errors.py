@@ -2,6 +2,7 @@
 
     RagError
     ├── ConfigurationError        settings are missing or contradict each other
+    ├── InvalidRequestError       a request out of bounds (k <= 0, k too large); a ValueError
     ├── AccessDeniedError         no identity, or an identity we refuse to search for
     │   └── InvalidPrincipalError an id or principal that is not valid (empty, control chars)
     ├── MissingAclError           a document arrived without an ACL and is not explicitly public
@@ -15,6 +16,7 @@
     ├── EmbeddingError            the embedding backend failed
     │   └── EmbeddingMismatchError an index was built with another model or dimension
     ├── StoreError                the vector store failed
+    │   └── IndexNotFoundError    a read found nothing ingested (and created nothing)
     └── ConnectorError            a source could not be listed or read
 
 Third-party errors are translated at the boundary with ``raise ... from``.
@@ -29,6 +31,10 @@ class RagError(Exception):
 
 class ConfigurationError(RagError):
     """Settings are missing, invalid, or contradict each other."""
+
+
+class InvalidRequestError(RagError, ValueError):
+    """A request with arguments out of bounds, e.g. a search for ``k <= 0`` results."""
 
 
 class AccessDeniedError(RagError):
@@ -86,6 +92,10 @@ class EmbeddingMismatchError(EmbeddingError):
 
 class StoreError(RagError):
     """The vector store failed."""
+
+
+class IndexNotFoundError(StoreError):
+    """A read (search, count) found no index: nothing was ingested there. Reads create nothing."""
 
 
 class ConnectorError(RagError):

@@ -16,7 +16,7 @@ from connectors.registry import build_connector
 from rag.config import Settings
 from rag.models import SourceDocument
 from rag.pipeline import Ingestor, IngestSummary
-from rag.sources import SourceSpec
+from rag.sources import SourceSpec, derive_settings
 from rag.stores import build_store
 from rag.sync import DocState
 
@@ -79,15 +79,16 @@ def settings_from_connections(
 ) -> Settings:
     """Fold orchestrator connections (plain fields: host, port, schema, login, password, extra)
     into the settings: an OpenSearch connection sets hosts and credentials; an AWS connection
-    sets the region of Bedrock, SageMaker and SigV4 (credentials stay with boto3's chain)."""
-    data = base.model_dump(mode="json")
+    sets the region of Bedrock, SageMaker and SigV4 (credentials stay with boto3's chain).
+    Secrets the connections do not replace (an OpenSearch password from the environment) are
+    kept as they are."""
+    os_data: dict[str, Any] = {}
     if opensearch and opensearch.get("host"):
         extra = opensearch.get("extra") or {}
         scheme = opensearch.get("schema") or ("https" if extra.get("use_ssl") else "http")
         host = opensearch["host"]
         if "://" not in host:
             host = f"{scheme}://{host}:{opensearch.get('port') or 9200}"
-        os_data = data["store"]["opensearch"]
         os_data["hosts"] = [host]
         if opensearch.get("login"):
             os_data["username"] = opensearch["login"]
@@ -95,11 +96,14 @@ def settings_from_connections(
         for key in ("verify_certs", "aws_sigv4", "aws_service", "aws_region"):
             if key in extra:
                 os_data[key] = extra[key]
+    overrides: dict[str, Any] = {"store": {"opensearch": os_data}}
     if aws:
         region = (aws.get("extra") or {}).get("region_name")
         if region:
-            data["embedding"]["bedrock"]["region"] = region
-            data["embedding"]["sagemaker"]["region"] = region
-            if not data["store"]["opensearch"].get("aws_region"):
-                data["store"]["opensearch"]["aws_region"] = region
-    return Settings.model_validate(data)
+            overrides["embedding"] = {
+                "bedrock": {"region": region},
+                "sagemaker": {"region": region},
+            }
+            if not os_data.get("aws_region", base.store.opensearch.aws_region):
+                os_data["aws_region"] = region
+    return derive_settings(base, overrides)

@@ -13,6 +13,8 @@ sources:
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,22 +39,36 @@ class SourceSpec(BaseModel):
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def settings_over(self, base: Settings) -> Settings:
-        """``base`` with this source's overrides deep-merged in."""
-        data = base.model_dump(mode="json")
-        _merge(data, self.settings)
+        """``base`` with this source's overrides deep-merged in (secrets kept)."""
+        overrides: dict[str, Any] = copy.deepcopy(self.settings)
         if self.store:
-            data["store"]["backend"] = self.store
+            _merge(overrides, {"store": {"backend": self.store}})
         if self.embedder:
-            data["embedding"]["provider"] = self.embedder
+            _merge(overrides, {"embedding": {"provider": self.embedder}})
         try:
-            return Settings.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigurationError(f"source {self.name}: invalid settings: {exc}") from exc
+            return derive_settings(base, overrides)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"source {self.name}: {exc}") from exc
 
 
-def _merge(into: dict[str, Any], overrides: dict[str, Any]) -> None:
+def derive_settings(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """``base`` with ``overrides`` (nested mappings, like the environment's ``__`` sections)
+    deep-merged in, validated again.
+
+    Secrets survive: ``base`` is dumped in python mode, which keeps ``SecretStr`` objects as they
+    are (a JSON-mode dump would turn every one into ``'**********'``).
+    """
+    data = base.model_dump()
+    _merge(data, copy.deepcopy(dict(overrides)))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid settings: {exc}") from exc
+
+
+def _merge(into: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
             _merge(into[key], value)
         else:
             into[key] = value

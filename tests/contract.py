@@ -98,16 +98,43 @@ class StoreContract:
             "user:x') OR true OR ('a",
             "user:x']) OR true --",
             "group:a' OR '1'='1",
+            'group:a" OR "1"="1',
+            "group:CORP\\alice",
+            "group:back\\'slash",
             "user:*",
-            "public OR 1=1",
-            "user:",
-            "",
+            "group:%",
+            "user:o'brien@example.com",
+            "group:CN=Finance Team,OU=Groups,DC=corp,DC=example",
+            "group:c:0t.c|tenant|abc",
+            "group:日本",
+            'group:{"bool": {"must": []}}',
+            "group:" + "x" * 2048,
         ],
     )
-    def test_hostile_principal_is_rejected(self, store: VectorStore, evil: str) -> None:
+    def test_hostile_principal_is_bound_not_parsed(self, store: VectorStore, evil: str) -> None:
+        """Any valid id is a literal to the store: it admits exactly what allows it."""
+        mine = make_chunk("mine", 0, "salary secret of the hostile id", {evil})
+        denied = make_chunk("den", 0, "salary public but denied", {"public"}, {evil})
+        put(store, [*CORPUS, mine, denied])
+        got = set(search(store, "salary", {evil, "public"}))
+        assert got == {CORPUS[2].id, mine.id}
+        assert mine.id not in search(store, "salary", {"user:alice", "group:hr", "public"})
+        assert denied.id in search(store, "salary", {"user:alice", "public"})
+
+    @pytest.mark.parametrize(
+        "invalid", ["user:", "", "public OR 1=1", "user:a\x00b", "group:zero\u200bwidth"]
+    )
+    def test_invalid_principal_is_refused(self, store: VectorStore, invalid: str) -> None:
         put(store, CORPUS)
         with pytest.raises(InvalidPrincipalError):
-            store.search(EMBEDDER.embed_batch(["salary"])[0], frozenset({evil}), 10)
+            store.search(EMBEDDER.embed_batch(["salary"])[0], frozenset({invalid, "public"}), 10)
+
+    def test_principals_match_in_canonical_form(self, store: VectorStore) -> None:
+        chunk = make_chunk("d", 0, "salary note", {"user:Zoë.Ødegaard@Corp.example"}, {"user:Mal"})
+        put(store, [chunk])
+        assert search(store, "salary", {"user:ZOË.ØDEGAARD@corp.example"}) == [chunk.id]
+        assert search(store, "salary", {"user:zoe\u0308.ødegaard@corp.example"}) == [chunk.id]
+        assert search(store, "salary", {"user:Zoë.Ødegaard@Corp.example", "user:MAL"}) == []
 
     def test_delete_document_keeps_listed_ids(self, store: VectorStore) -> None:
         put(store, CORPUS)

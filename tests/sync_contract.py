@@ -9,16 +9,45 @@ from pathlib import Path
 
 import numpy as np
 
+from connectors.base import Listing
 from connectors.filesystem import FilesystemConnector
 from rag.config import Settings
 from rag.identity import UserContext
-from rag.pipeline import IngestSummary, ingest
+from rag.pipeline import IngestSummary, SyncRun, ingest
 from rag.retrieval.core import Retriever
 from rag.stores import build_store
 from rag.stores.base import VectorStore
 
 ALICE = UserContext.of("alice", ["eng"])
 BOB = UserContext.of("bob", ["eng"])
+HANA = UserContext.of("hana", ["hr"])
+GUEST = UserContext.of("guest")
+SECRET = "eng/note-001.md"
+HR_ONLY = 'allow = ["group:eng"]\n[files."note-001.md"]\ninherit = false\nallow = ["group:hr"]\n'
+
+
+def policy(root: Path, text: str) -> None:
+    (root / "eng" / ".rag-acl.toml").write_text(text, "utf-8")
+
+
+def begin_and_revoke(settings: Settings, root: Path) -> SyncRun:
+    """The listing step of a run (as the DAG's first task does), then nothing: a run killed
+    between the listing step and the content step."""
+    from rag.embeddings.hashing import HashEmbedder
+    from rag.pipeline import Ingestor
+
+    ingestor = Ingestor(settings, build_store(settings), HashEmbedder(384))
+    planned = ingestor.begin(FilesystemConnector(root, "src"))
+    ingestor.revoke(planned)
+    return planned
+
+
+class IncompleteConnector(FilesystemConnector):
+    """A listing that failed part-way: what it lists is right, but it may miss documents."""
+
+    def list_documents(self) -> Listing:
+        listing = super().list_documents()
+        return Listing(listing.source, listing.documents, complete=False, errors=("timeout",))
 
 
 def make_corpus(root: Path, docs: int = 12) -> Path:
@@ -149,25 +178,51 @@ class SyncContract:
             assert (text, vector) == before[cid][:2]
             assert acl != before[cid][2]
 
-    def test_empty_listing_deletes_nothing(self, sync_settings: Settings, tmp_path: Path) -> None:
+    def test_empty_complete_listing_hides_all_but_purges_nothing(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
         root = make_corpus(tmp_path / "src")
         run(root, sync_settings)
         count = build_store(sync_settings).count()
         for note in (root / "eng").glob("*.md"):
             note.unlink()
         summary = run(root, sync_settings)
+        assert summary.tombstoned == 12 and summary.deleted == 0
         assert summary.deletion_blocked is not None
-        assert summary.tombstoned == 0
+        assert "RAG_SYNC__ALLOW_MASS_DELETE" in summary.deletion_blocked
+        assert uris(sync_settings, ALICE) == set()
+        assert build_store(sync_settings).count() == count  # hidden, not purged
+        again = run(root, sync_settings)
+        assert again.deleted == 0 and again.deletion_blocked is not None
+
+    def test_mass_delete_guard_holds_the_purge_not_the_access(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=3)
+        run(root, sync_settings)
+        count = build_store(sync_settings).count()
+        keep = tmp_path / "keep"
+        keep.mkdir()
+        for name in ("note-000.md", "note-001.md"):  # 2 of 3: over max_delete_share
+            shutil.move(root / "eng" / name, keep / name)
+        summary = run(root, sync_settings)
+        assert summary.tombstoned == 2 and summary.deleted == 0
+        assert summary.deletion_blocked is not None
+        assert uris(sync_settings, ALICE) == {"eng/note-002.md"}
         assert build_store(sync_settings).count() == count
-        assert len(uris(sync_settings, ALICE)) == 12
+        shutil.move(keep / "note-001.md", root / "eng" / "note-001.md")
+        back = run(root, sync_settings)
+        assert (back.restored, back.embedding_calls) == (1, 0)
+        assert uris(sync_settings, ALICE) == {"eng/note-001.md", "eng/note-002.md"}
 
     def test_failed_listing_deletes_nothing(self, sync_settings: Settings, tmp_path: Path) -> None:
         root = make_corpus(tmp_path / "src")
         run(root, sync_settings)
-        (root / "eng" / ".rag-acl.toml").write_text("allow = [broken\n")
-        summary = run(root, sync_settings)
+        for note in (root / "eng").glob("note-00*.md"):
+            note.unlink()
+        summary = ingest(IncompleteConnector(root, "src"), sync_settings)
         assert not summary.listing_complete
-        assert summary.deletion_blocked is not None
+        assert summary.deletion_blocked is not None and summary.tombstoned == 0
         assert len(uris(sync_settings, ALICE)) == 12
 
     def test_allow_mass_delete_overrides_the_guard(
@@ -203,3 +258,145 @@ class SyncContract:
         assert [d.uri for d in planned.plan.changed] == ["eng/note-001.md"]
         assert "eng/note-001.md" not in uris(sync_settings, ALICE)
         assert "eng/note-001.md" in uris(sync_settings, BOB)
+
+    # -- access never widens while a document changes (issue: permission safety) ------------
+    def test_widened_acl_with_new_content_never_shows_old_content(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=3)
+        policy(root, HR_ONLY)
+        run(root, sync_settings)
+        assert SECRET in uris(sync_settings, HANA) and SECRET not in uris(sync_settings, GUEST)
+        policy(root, 'allow = ["group:eng"]\n[files."note-001.md"]\npublic = true\n')
+        note = root / SECRET
+        note.write_text(note.read_text() + "\nNow a public paragraph.\n")
+        killed = begin_and_revoke(sync_settings, root)  # killed before the content step
+        assert [d.uri for d in killed.plan.changed] == [SECRET]
+        assert SECRET not in uris(sync_settings, GUEST)
+        assert SECRET not in uris(sync_settings, ALICE)  # eng never had the old text
+        assert SECRET in uris(sync_settings, HANA)  # allowed under both ACLs
+        again = begin_and_revoke(sync_settings, root)  # a retried listing task changes nothing
+        assert again.summary.revocation_delay_seconds is None
+        assert SECRET not in uris(sync_settings, GUEST)
+        summary = run(root, sync_settings)  # the next run finishes the job
+        assert summary.changed == 1
+        assert SECRET in uris(sync_settings, GUEST, "public paragraph")
+
+    def test_widened_acl_and_unparseable_new_version_stays_narrow(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=3)
+        policy(root, HR_ONLY)
+        run(root, sync_settings)
+        policy(root, 'allow = ["group:eng"]\n[files."note-001.md"]\npublic = true\n')
+        (root / SECRET).write_bytes(b"")
+        for _ in range(2):  # and on every run after
+            summary = run(root, sync_settings)
+            assert SECRET not in uris(sync_settings, GUEST)
+            assert SECRET not in uris(sync_settings, ALICE)
+        assert [r.uri for r in summary.quarantined] in ([], [SECRET])
+        assert SECRET in uris(sync_settings, HANA)  # the old text, under both ACLs
+
+    def test_revocation_reaches_a_quarantined_document(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=3)
+        run(root, sync_settings)
+        (root / SECRET).write_bytes(b"")
+        broken = run(root, sync_settings)
+        assert [r.uri for r in broken.quarantined] == [SECRET]
+        assert SECRET in uris(sync_settings, ALICE)  # its last good version, same ACL
+        policy(root, 'allow = ["group:eng"]\n[files."note-001.md"]\ndeny = ["user:Alice"]\n')
+        killed = begin_and_revoke(sync_settings, root)
+        assert killed.summary.revocation_delay_seconds is not None
+        assert SECRET not in uris(sync_settings, ALICE)
+        run(root, sync_settings)
+        assert SECRET not in uris(sync_settings, ALICE)
+        assert SECRET in uris(sync_settings, BOB)
+        (root / SECRET).unlink()
+        run(root, sync_settings)
+        assert SECRET not in uris(sync_settings, BOB)
+
+    def test_revocation_of_a_pending_document_hides_it(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=3)
+        run(root, sync_settings)
+        state_store = build_store(sync_settings).sync_state()
+        doc_id = next(s for s in state_store.load("src").values() if s.uri == SECRET).document_id
+        live = state_store.load("src")[doc_id]
+        # a write that was in flight when the run died: the index holds an unknown mix
+        state_store.put(
+            [
+                live.model_copy(
+                    update={"status": "pending", "indexed_hash": None, "visible_acl": None}
+                )
+            ]
+        )
+        policy(root, 'allow = ["group:eng"]\n[files."note-001.md"]\npublic = true\n')
+        begin_and_revoke(sync_settings, root)
+        assert SECRET not in uris(sync_settings, ALICE)
+        assert SECRET not in uris(sync_settings, GUEST)
+        run(root, sync_settings)
+        assert SECRET in uris(sync_settings, GUEST)
+
+    def test_malformed_policy_hides_what_it_governs_and_names_it(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=3)
+        run(root, sync_settings)
+        policy(root, 'allow = ["group:eng"]\ndeny = ["user:\\u0000"]\n')
+        killed = begin_and_revoke(sync_settings, root)
+        assert uris(sync_settings, ALICE) == set()
+        assert killed.summary.listing_complete
+        (problem,) = killed.summary.policy_errors
+        assert "eng/.rag-acl.toml: line 2" in problem and "U+0000" in problem
+        summary = run(root, sync_settings)
+        assert {r.reason for r in summary.quarantined} == {"policy_error"}
+        assert all("eng/.rag-acl.toml: line 2" in r.message for r in summary.quarantined)
+        assert uris(sync_settings, ALICE) == set()
+        policy(root, 'allow = ["group:eng"]\n')
+        run(root, sync_settings)
+        assert len(uris(sync_settings, ALICE)) == 3
+
+    def test_override_that_matches_no_file_fails_closed(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=3)
+        run(root, sync_settings)
+        policy(root, 'allow = ["group:eng"]\n[files."Note-001.md"]\ndeny = ["user:alice"]\n')
+        summary = run(root, sync_settings)
+        assert uris(sync_settings, ALICE) == set()
+        assert any("Note-001.md" in p for p in summary.policy_errors)
+
+    def test_deny_survives_inherit_false_below(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=1)
+        policy(root, 'allow = ["group:eng"]\ndeny = ["user:MALLORY"]\n')
+        (root / "eng" / "open").mkdir()
+        (root / "eng" / "open" / ".rag-acl.toml").write_text("inherit = false\npublic = true\n")
+        (root / "eng" / "open" / "faq.md").write_text("# FAQ\n\nDesign note subsystem answers.\n")
+        run(root, sync_settings)
+        assert "eng/open/faq.md" in uris(sync_settings, GUEST)
+        assert "eng/open/faq.md" not in uris(sync_settings, UserContext.of("Mallory"))
+
+    def test_real_world_ids_end_to_end(self, sync_settings: Settings, tmp_path: Path) -> None:
+        root = make_corpus(tmp_path / "src", docs=2)
+        policy(
+            root,
+            """allow = ['group:CORP\\Domain Users', "user:O'Brien@Example.com",
+                     "group:CN=Finance Team,OU=Groups,DC=corp,DC=example", "group:日本"]
+deny = ["user:MALLORY@corp.example"]
+""",
+        )
+        run(root, sync_settings)
+        everything = {"eng/note-000.md", "eng/note-001.md"}
+        assert uris(sync_settings, UserContext.of("o'brien@example.com")) == everything
+        assert uris(sync_settings, UserContext.of("x", ["corp\\DOMAIN USERS"])) == everything
+        cn = "cn=finance team,ou=groups,dc=corp,dc=example"
+        assert uris(sync_settings, UserContext.of("y", [cn])) == everything
+        assert uris(sync_settings, UserContext.of("z", ["日本"])) == everything
+        mallory = UserContext.of("Mallory@Corp.Example", ["CORP\\Domain Users"])
+        assert uris(sync_settings, mallory) == set()
+        assert uris(sync_settings, UserContext.of("w", ["CORP\\Domain"])) == set()

@@ -8,11 +8,12 @@ from typing import Literal
 from rag.config import Settings
 from rag.embeddings import build_embedder
 from rag.embeddings.base import Embedder, embed_query
-from rag.errors import ConfigurationError, StoreError
+from rag.errors import ConfigurationError, IndexNotFoundError, StoreError
 from rag.identity import UserContext, require_user
 from rag.models import SearchHit
 from rag.stores import build_store
-from rag.stores.base import IndexInfo, TextSearchStore, VectorStore
+from rag.stores.base import IndexInfo, TextSearchStore, VectorStore, check_compatible
+from rag.stores.limits import checked_k
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,10 @@ class Retriever:
 
     The store applies the ACL filter inside its search. Every hit is checked once more against
     the user's principals; a hit that fails is a store bug, and the whole answer is refused.
+
+    Retrieval only reads: it never creates an index. A store with nothing ingested raises
+    :class:`~rag.errors.IndexNotFoundError`; an index built with another embedding model,
+    :class:`~rag.errors.EmbeddingMismatchError`.
     """
 
     def __init__(
@@ -33,12 +38,22 @@ class Retriever:
         top_k: int = 5,
         min_score: float = -1.0,
         mode: Mode = "dense",
+        *,
+        case_sensitive_principals: bool = False,
     ) -> None:
+        if mode not in ("dense", "bm25", "hybrid"):
+            raise ConfigurationError(f"unknown retrieval mode {mode!r}")
+        if mode != "dense" and not isinstance(store, TextSearchStore):
+            raise ConfigurationError(
+                f"retrieval mode {mode} needs a store with text search (OpenSearch); "
+                f"{type(store).__name__} has none"
+            )
         self._store = store
         self._embedder = embedder
-        self._top_k = top_k
+        self._top_k = checked_k(top_k)
         self._min_score = min_score
         self._mode = mode
+        self._case_sensitive = case_sensitive_principals
         self._checked = False
 
     def retrieve(
@@ -46,11 +61,10 @@ class Retriever:
     ) -> list[SearchHit]:
         """The ``k`` chunks most similar to ``query`` among those ``user`` may read."""
         context = require_user(user)
-        principals = context.principals()
-        if not self._checked:
-            self._store.ensure_index(IndexInfo(self._embedder.model_id, self._embedder.dimension))
-            self._checked = True
-        hits = self._search(query, principals, k or self._top_k)
+        principals = context.principals(case_sensitive=self._case_sensitive)
+        k = self._top_k if k is None else checked_k(k)
+        self._check_index()
+        hits = self._search(query, principals, k)
         for hit in hits:
             if not hit.chunk.acl.permits(principals):
                 log.error(
@@ -60,6 +74,22 @@ class Retriever:
         if self._mode != "dense":  # BM25 and fused scores are not cosine similarities
             return hits
         return [hit for hit in hits if hit.score >= self._min_score]
+
+    def _check_index(self) -> None:
+        """Once, before anything is embedded: refuse a missing index or one built with another
+        model. Read-only: a query never creates an index (no ``ensure_index`` here)."""
+        if self._checked:
+            return
+        existing = self._store.index_info()
+        if existing is None:
+            self._store.count()  # the store's read path raises IndexNotFoundError naming where
+            existing = self._store.index_info()  # ingested in the meantime
+            if existing is None:
+                raise IndexNotFoundError(
+                    f"nothing ingested in {type(self._store).__name__}: run rag ingest first"
+                )
+        check_compatible(existing, IndexInfo(self._embedder.model_id, self._embedder.dimension))
+        self._checked = True
 
     def _search(self, query: str, principals: frozenset[str], k: int) -> list[SearchHit]:
         if self._mode == "dense":
@@ -73,10 +103,14 @@ class Retriever:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:
-        """A retriever over the store and embedder the settings name (no I/O yet)."""
+        """A retriever over the store and embedder the settings name, with every retrieval
+        setting applied (no I/O yet)."""
+        retrieval = settings.retrieval
         return cls(
             build_store(settings),
             build_embedder(settings.embedding),
-            settings.retrieval.top_k,
-            settings.retrieval.min_score,
+            top_k=retrieval.top_k,
+            min_score=retrieval.min_score,
+            mode=retrieval.mode,
+            case_sensitive_principals=retrieval.case_sensitive_principals,
         )

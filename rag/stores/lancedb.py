@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from rag.config import StoreSettings
 from rag.embeddings.base import Vectors
-from rag.errors import AccessDeniedError, StoreError
+from rag.errors import AccessDeniedError, IndexNotFoundError, StoreError
 from rag.models import Acl, Chunk, Citation, SearchHit
 from rag.stores.base import (
     DeadLetter,
@@ -29,6 +29,7 @@ from rag.stores.base import (
     checked_id,
     checked_principals,
 )
+from rag.stores.limits import checked_k
 
 if TYPE_CHECKING:
     from rag.sync.lancedb_state import LanceDBSyncState
@@ -139,7 +140,25 @@ class LanceDBStore:
             return None
         return self._read_info()
 
+    def _open_for_read(self) -> Any:
+        """The chunks table, opened without creating anything (no folder, no table): reads never
+        write. Nothing ingested here is an :class:`IndexNotFoundError` naming the location."""
+        if self._table is not None:
+            return self._table
+        if not self._uri.exists() or not {self._meta_name, self._settings.table} <= (
+            self._table_names()
+        ):
+            raise IndexNotFoundError(
+                f"nothing ingested at {self._uri} (table {self._settings.table!r}): "
+                "run rag ingest first"
+            )
+        info = self._read_info()
+        self._table = self._connect().open_table(self._settings.table)
+        self._info = info
+        return self._table
+
     def _require_table(self) -> Any:
+        """The chunks table for a write (an existing index is opened as by ensure_index)."""
         if self._table is None:
             info = self.index_info()
             if info is None:
@@ -259,7 +278,8 @@ class LanceDBStore:
         if not principals:
             raise AccessDeniedError("search without principals is refused")
         where = compile_acl_filter(principals)
-        table = self._require_table()
+        k = checked_k(k)
+        table = self._open_for_read()
         assert self._info is not None
         if vector.shape != (self._info.dimension,):
             raise StoreError(f"query vector shape {vector.shape} != ({self._info.dimension},)")
@@ -281,11 +301,11 @@ class LanceDBStore:
         return [SearchHit(chunk=_chunk(r), score=1.0 - float(r["_distance"])) for r in rows]
 
     def count(self) -> int:
-        return int(self._require_table().count_rows())
+        return int(self._open_for_read().count_rows())
 
     def chunk_ids(self) -> set[str]:
         """Every chunk id in the index (for audits and tests)."""
-        return set(self._require_table().to_arrow().column("id").to_pylist())
+        return set(self._open_for_read().to_arrow().column("id").to_pylist())
 
 
 def _chunk(row: dict[str, Any]) -> Chunk:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rag.config import OpenSearchSettings
 from rag.embeddings.base import Vectors
-from rag.errors import AccessDeniedError, ConfigurationError, StoreError
+from rag.errors import AccessDeniedError, ConfigurationError, IndexNotFoundError, StoreError
 from rag.models import Acl, Chunk, Citation, SearchHit, stable_hash
 from rag.retrieval.fusion import reciprocal_rank_fusion
 from rag.stores.base import (
@@ -31,6 +31,7 @@ from rag.stores.base import (
     checked_id,
     checked_principals,
 )
+from rag.stores.limits import checked_k
 from rag.stores.opensearch_dsl import ALLOW, DENY, bm25_query, index_body, knn_query
 
 if TYPE_CHECKING:
@@ -154,7 +155,23 @@ class OpenSearchStore:
             actions.insert(0, {"remove": {"index": current, "alias": self._settings.alias}})
         self._call("alias switch", self.client.indices.update_aliases, body={"actions": actions})
 
+    def _read_target(self) -> str:
+        """The physical index to search, found without creating anything (no index, no alias):
+        reads never write. Nothing ingested is an :class:`IndexNotFoundError`."""
+        if self._index is not None:
+            return self._index
+        target = self._explicit_index or self._alias_target()
+        if target is None or not self._call("exists", self.client.indices.exists, index=target):
+            where = f"index {target}" if target else f"alias {self._settings.alias}"
+            raise IndexNotFoundError(
+                f"nothing ingested at OpenSearch {where}: run rag ingest first"
+            )
+        self._info = self._read_info(target)
+        self._index = target
+        return target
+
     def _target(self) -> str:
+        """The physical index for a write (an existing index is opened as by ensure_index)."""
         if self._index is None:
             info = self.index_info()
             if info is None:
@@ -281,15 +298,15 @@ class OpenSearchStore:
     def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
         if not principals:
             raise AccessDeniedError("search without principals is refused")
-        body = knn_query(vector.tolist(), principals, k, self._settings.ef_search)
-        response = self._call("search", self.client.search, index=self._target(), body=body)
+        body = knn_query(vector.tolist(), principals, checked_k(k), self._settings.ef_search)
+        response = self._call("search", self.client.search, index=self._read_target(), body=body)
         return self._hits(response, dense=True)
 
     def search_text(self, text: str, principals: AbstractSet[str], k: int) -> list[SearchHit]:
         """BM25 over chunk text, ACL-filtered in the query."""
         checked_principals(principals)
-        body = bm25_query(text, principals, k)
-        response = self._call("search", self.client.search, index=self._target(), body=body)
+        body = bm25_query(text, principals, checked_k(k))
+        response = self._call("search", self.client.search, index=self._read_target(), body=body)
         return self._hits(response, dense=False)
 
     def search_hybrid(
@@ -297,8 +314,8 @@ class OpenSearchStore:
     ) -> list[SearchHit]:
         """BM25 and k-NN in one _msearch, both ACL-filtered, fused by reciprocal rank."""
         checked_principals(principals)
-        depth = max(k, 50)
-        index = self._target()
+        depth = max(checked_k(k), 50)
+        index = self._read_target()
         bodies: list[dict[str, Any]] = [
             {"index": index},
             bm25_query(text, principals, depth),
@@ -324,7 +341,7 @@ class OpenSearchStore:
         ]
 
     def count(self) -> int:
-        result = self._call("count", self.client.count, index=self._target())
+        result = self._call("count", self.client.count, index=self._read_target())
         return int(result["count"])
 
     def chunk_ids(self) -> set[str]:
@@ -334,7 +351,8 @@ class OpenSearchStore:
     def _scan_ids(self) -> Iterator[str]:
         from opensearchpy.helpers import scan
 
-        for hit in scan(self.client, index=self._target(), query={"_source": False}, size=2000):
+        index = self._read_target()
+        for hit in scan(self.client, index=index, query={"_source": False}, size=2000):
             yield hit["_id"]
 
 

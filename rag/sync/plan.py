@@ -123,7 +123,7 @@ def _deletions(
         return
     plan.tombstone = to_tombstone
     share = len(missing) / len(states) if states else 0.0
-    if to_purge and share > max_delete_share and not allow_mass_delete:
+    if share > max_delete_share and not allow_mass_delete:
         plan.deletion_blocked = (
             f"{len(missing)} of {len(states)} documents of {listing.source} are gone from its "
             f"listing ({share:.0%} > max_delete_share {max_delete_share:.0%}): they stay hidden "

@@ -69,7 +69,21 @@ def test_compiled_filter_for_hundreds_of_groups() -> None:
     assert compiled.startswith("array_has_any(allow, [")
 
 
-@pytest.mark.parametrize("evil", ["user:o'brien", "group:x]) OR true OR (['a", "user:a,b"])
-def test_compiled_filter_rejects_quote_and_bracket(evil: str) -> None:
+@pytest.mark.parametrize(
+    ("evil", "literal"),
+    [
+        ("user:o'brien", "'user:o''brien'"),
+        ("group:x']) OR true OR (['a", "'group:x'']) or true or ([''a'"),
+        ("group:CORP\\a'b", "'group:corp\\a''b'"),
+    ],
+)
+def test_compiled_filter_quotes_every_literal(evil: str, literal: str) -> None:
+    compiled = compile_acl_filter(frozenset({evil}))
+    assert compiled == (
+        f"array_has_any(allow, [{literal}]) AND NOT array_has_any(deny, [{literal}])"
+    )
+
+
+def test_compiled_filter_refuses_invalid_principals() -> None:
     with pytest.raises(InvalidPrincipalError):
-        compile_acl_filter(frozenset({evil}))
+        compile_acl_filter(frozenset({"user:a\x00b"}))
