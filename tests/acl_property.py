@@ -1,6 +1,8 @@
 """The ACL property, shared by every store: for random corpora, ACLs (with deny entries) and
 users (0, 1, a few and hundreds of groups), every hit is authorized and the hits equal the exact
-top-k over the authorized set. ``make_store(dim)`` returns a fresh, empty store."""
+top-k over the authorized set. User and group ids are drawn from the whole Unicode range, from
+real directory formats and from strings that look like query syntax (all valid ids).
+``make_store(dim)`` returns a fresh, empty store."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag.identity import PUBLIC
+from rag.identity import PUBLIC, canonical_id, validate_principal
 from rag.models import Acl, Chunk, Citation
 from rag.stores.base import VectorStore
+from tests.principal_strategies import ids
 
 DIM = 16
 K = 10
@@ -59,7 +62,8 @@ def _user(rng: np.random.Generator, groups: list[str], users: list[str]) -> froz
         picked = rng.choice(groups, size=min(n_groups, len(groups)), replace=False)
         member_of = {f"group:{g}" for g in picked}
         member_of |= {f"group:extra{j}" for j in range(max(0, n_groups - len(groups)))}
-    return frozenset({f"user:{rng.choice(users)}", PUBLIC, *member_of})
+    raw = {f"user:{rng.choice(users)}", PUBLIC, *member_of}
+    return frozenset(validate_principal(p) for p in raw)  # as UserContext.principals() gives
 
 
 def run_acl_property(
@@ -73,11 +77,14 @@ def run_acl_property(
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow],
     )
-    @given(seed=st.integers(0, 2**32 - 1))
-    def check(seed: int) -> None:
+    @given(
+        seed=st.integers(0, 2**32 - 1),
+        names=st.lists(ids, min_size=2, max_size=70, unique_by=lambda n: canonical_id(n)),
+    )
+    def check(seed: int, names: list[str]) -> None:
         rng = np.random.default_rng(seed)
-        groups = [f"g{i}" for i in range(int(rng.integers(1, 40)))]
-        users = [f"u{i}" for i in range(int(rng.integers(1, 30)))]
+        cut = int(rng.integers(1, len(names)))
+        groups, users = names[:cut], names[cut:]
         chunks = _corpus(rng, groups, users)
         vectors = rng.normal(size=(len(chunks), DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

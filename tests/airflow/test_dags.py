@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
 import sys
 import time
@@ -114,6 +115,44 @@ sources:
     tries = [t.try_number for t in run.get_task_instances() if t.task_id == "process_batch"]
     assert max(tries) == 2  # the crashed batch was retried once
     assert _finalize_summary(run)["documents_ingested"] == 10
+
+
+def test_query_between_tasks_never_sees_old_content_under_a_wider_acl(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.sync_contract import HR_ONLY, SECRET, make_corpus, policy
+
+    root = make_corpus(tmp_path / "corpus", docs=3)
+    policy(root, HR_ONLY)
+    record = tmp_path / "seen.jsonl"
+    _sources(
+        tmp_path,
+        monkeypatch,
+        f"""
+sources:
+  - name: spied
+    connector: "tests.airflow.spy:SpyConnector"
+    options: {{root: {root}, record: {record}}}
+    schedule: null
+    batch_size: 1
+""",
+    )
+    dag = _dag("rag_ingest_spied")
+    assert dag.test().state == "success"
+    # the HR-only note becomes public together with new content
+    policy(root, 'allow = ["group:eng"]\n[files."note-001.md"]\npublic = true\n')
+    (root / SECRET).write_text("# Design note 1\n\nA public design note subsystem paragraph.\n")
+    record.unlink()
+    assert dag.test().state == "success"
+    (seen,) = [json.loads(line) for line in record.read_text().splitlines()]
+    assert seen["reading"] == SECRET  # queried after list_changes, before the new chunks
+    assert SECRET not in seen["guest_sees"]
+    settings = Settings(data_dir=tmp_path / "data", embedding={"provider": "hash"})
+    from rag.identity import UserContext
+    from rag.retrieval.core import Retriever
+
+    hits = Retriever.from_settings(settings).retrieve("public design note", UserContext.of("g"))
+    assert SECRET in {h.chunk.citation.uri for h in hits}
 
 
 @pytest.mark.integration
