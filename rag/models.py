@@ -8,7 +8,7 @@ from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag.identity import PUBLIC, Principal
 
@@ -84,6 +84,12 @@ class SourceDocument(_Frozen):
         "hidden and quarantined with this reason until it is fixed. Implies ``acl`` is None.",
     )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _error_means_no_acl(self) -> SourceDocument:
+        if self.acl_error is not None and self.acl is not None:
+            raise ValueError("a document with an acl_error has no ACL (it is hidden)")
+        return self
 
 
 class Citation(_Frozen):

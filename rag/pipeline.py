@@ -262,11 +262,11 @@ class Ingestor:
         summary.restored = len(plan.restore)
         narrowed = False
         for doc in plan.changed:  # old content stays until replaced: narrow it now
-            old = states.get(doc.id)
-            target = narrowed_acl(old, doc) if old is not None else None
-            if old is not None and target is not None:
+            before = states.get(doc.id)
+            target = narrowed_acl(before, doc) if before is not None else None
+            if before is not None and target is not None:
                 self._store.update_acl(doc.id, target)
-                updated.append(old.model_copy(update={"visible_acl": target, "updated_at": now}))
+                updated.append(before.model_copy(update={"visible_acl": target, "updated_at": now}))
                 narrowed = True
         for state in plan.tombstone:
             self._store.update_acl(state.document_id, Acl())  # hidden from everyone, now

@@ -13,6 +13,7 @@ from connectors.base import Listing
 from connectors.filesystem import FilesystemConnector
 from rag.config import Settings
 from rag.identity import UserContext
+from rag.models import Acl, stable_hash
 from rag.pipeline import IngestSummary, SyncRun, ingest
 from rag.retrieval.core import Retriever
 from rag.stores import build_store
@@ -380,6 +381,29 @@ class SyncContract:
         run(root, sync_settings)
         assert "eng/open/faq.md" in uris(sync_settings, GUEST)
         assert "eng/open/faq.md" not in uris(sync_settings, UserContext.of("Mallory"))
+
+    def test_an_index_with_pre_canonical_ids_is_migrated_by_one_sync(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=2)
+        policy(root, 'allow = ["group:eng"]\ndeny = ["user:Mallory"]\n')
+        run(root, sync_settings)
+        store = build_store(sync_settings)
+        states = store.sync_state().load("src")
+        old = Acl.model_construct(allow=frozenset({"group:Eng"}), deny=frozenset({"user:Mallory"}))
+        old_digest = stable_hash(json.dumps([sorted(old.allow), sorted(old.deny)]))
+        for state in states.values():  # as an older version wrote them: ids kept their case
+            store.update_acl(state.document_id, old)
+        store.sync_state().put(
+            [s.model_copy(update={"acl_digest": old_digest}) for s in states.values()]
+        )
+        store.refresh()
+        summary = run(root, sync_settings)
+        assert (summary.acl_only, summary.embedding_calls) == (2, 0)
+        acls = {acl for _, _, acl in rows(store).values()}
+        assert acls == {json.dumps([["group:eng"], ["user:mallory"]])}
+        assert len(uris(sync_settings, ALICE)) == 2
+        assert uris(sync_settings, UserContext.of("mallory", ["eng"])) == set()
 
     def test_real_world_ids_end_to_end(self, sync_settings: Settings, tmp_path: Path) -> None:
         root = make_corpus(tmp_path / "src", docs=2)
