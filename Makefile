@@ -9,7 +9,7 @@ export SCARF_NO_ANALYTICS := true
 export RAGAS_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-unit test-integration lint typecheck bench clean
+.PHONY: install demo test test-fast test-unit test-integration lint typecheck bench clean
 
 $(VENV)-tools/bin/uv:
 	python3 -m venv $(VENV)-tools && $(VENV)-tools/bin/pip install -q "uv>=0.5"
@@ -26,6 +26,9 @@ demo: install  ## ingest the bundled demo company and compare answers per user
 test: install  ## lint, type-check, then every test
 	$(MAKE) lint typecheck
 	$(PY) -m pytest tests
+
+test-fast: install  ## unit tests only: no servers, no Airflow, no slow ones (about a minute)
+	$(PY) -m pytest tests/unit -q -m "not integration and not slow"
 
 test-unit: install
 	$(PY) -m pytest tests -m "not integration"

@@ -27,6 +27,7 @@ from rag.config import Settings
 from rag.embeddings import build_embedder
 from rag.pipeline import ingest, with_cache
 from rag.retrieval.core import Retriever
+from rag.sources import derive_settings
 from rag.stores import build_store
 
 log = logging.getLogger(__name__)
@@ -106,18 +107,25 @@ def _subset(data: BeirDataset, suite: Suite) -> tuple[dict[str, tuple[str, str]]
 
 
 def suite_settings(suite: Suite, work_dir: Path, base: Settings | None = None) -> Settings:
-    data = (base or Settings()).model_dump(mode="json")
-    data["data_dir"] = str(work_dir / suite.name)
-    data["embedding"]["provider"] = suite.embedder
-    data["embedding"]["cache_path"] = str(work_dir / "embedding-cache.sqlite")  # shared by suites
-    data["chunking"]["max_tokens"] = suite.chunk_tokens
-    data["chunking"]["overlap_tokens"] = min(
-        data["chunking"]["overlap_tokens"], suite.chunk_tokens // 4
+    """The settings a suite runs with: ``base`` (default: the environment) with the suite's
+    data dir, embedder, chunking, store and k; secrets in ``base`` are kept."""
+    base = base or Settings()
+    return derive_settings(
+        base,
+        {
+            "data_dir": work_dir / suite.name,
+            "embedding": {
+                "provider": suite.embedder,
+                "cache_path": work_dir / "embedding-cache.sqlite",  # shared by suites
+            },
+            "chunking": {
+                "max_tokens": suite.chunk_tokens,
+                "overlap_tokens": min(base.chunking.overlap_tokens, suite.chunk_tokens // 4),
+            },
+            "store": {"backend": suite.store, "opensearch": {"alias": f"eval-{suite.name}"}},
+            "retrieval": {"top_k": suite.k},
+        },
     )
-    data["store"]["backend"] = suite.store
-    data["store"]["opensearch"]["alias"] = f"eval-{suite.name}"
-    data["retrieval"]["top_k"] = suite.k
-    return Settings.model_validate(data)
 
 
 def run_suite(

@@ -86,8 +86,10 @@ def _print_summary(summary: IngestSummary) -> None:
         console.print(f"  [yellow]quarantined[/] {record.uri}: {record.reason} ({record.message})")
     for error in summary.listing_errors:
         console.print(f"  [red]not listed[/] {error}")
+    for problem in summary.policy_errors:
+        console.print(f"  [red]policy error (what it governs is hidden)[/] {problem}")
     if summary.deletion_blocked:
-        console.print(f"  [red]deletions skipped:[/] {summary.deletion_blocked}")
+        console.print(f"  [red]deletion held back:[/] {summary.deletion_blocked}")
 
 
 @app.command("ingest")

@@ -39,6 +39,20 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
 
 
+# The RAG_* variables of the shell pytest runs in, taken before any nested conftest sets its own
+# (tests/airflow/conftest.py sets RAG_TASK_RETRY_DELAY_SECONDS for the DAGs it imports).
+_AMBIENT_RAG_ENV = {n: v for n, v in os.environ.items() if n.upper().startswith("RAG_")}
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_rag_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's RAG_* variables cannot change test results: each test starts without them
+    (a test sets what it needs with monkeypatch.setenv)."""
+    for name, value in _AMBIENT_RAG_ENV.items():
+        if os.environ.get(name) == value:
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings on a fresh data dir with the deterministic hash embedder."""

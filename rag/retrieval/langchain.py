@@ -26,7 +26,8 @@ class PermissionAwareRetriever(BaseRetriever):
 
     core: Retriever
     user: UserContext | None
-    k: int = 5
+    k: int | None = None
+    """Chunks per query; None: the core's ``top_k`` (``RAG_RETRIEVAL__TOP_K``)."""
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun

@@ -7,9 +7,13 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from rag.errors import EmbeddingMismatchError
+from rag.embeddings.hashing import HashEmbedder
+from rag.errors import EmbeddingMismatchError, IndexNotFoundError, InvalidRequestError
+from rag.identity import UserContext
 from rag.models import Acl
+from rag.retrieval.core import Retriever
 from rag.stores.base import IndexInfo
+from rag.stores.limits import MAX_K
 from rag.stores.opensearch import OpenSearchStore, index_name
 from tests.acl_property import run_acl_property
 from tests.contract import CORPUS, EMBEDDER, INFO, StoreContract, put, search
@@ -91,3 +95,58 @@ def test_model_swap_behind_alias(opensearch_url: str) -> None:
 def test_construction_does_no_io() -> None:
     store = OpenSearchStore(os_settings("http://127.0.0.1:1"))
     assert store._client is None
+
+
+READER = frozenset({"user:alice", "group:hr", "public"})
+
+
+@pytest.mark.parametrize("k", [0, -1, MAX_K + 1])
+def test_k_out_of_bounds_is_refused(store: OpenSearchStore, k: int) -> None:
+    put(store, CORPUS)
+    vector = EMBEDDER.embed_batch(["salary"])[0]
+    with pytest.raises(InvalidRequestError, match=f"between 1 and {MAX_K}"):
+        store.search(vector, READER, k)
+    with pytest.raises(InvalidRequestError, match=f"between 1 and {MAX_K}"):
+        store.search_text("salary", READER, k)
+    with pytest.raises(InvalidRequestError, match=f"between 1 and {MAX_K}"):
+        store.search_hybrid("salary", vector, READER, k)
+    with pytest.raises(InvalidRequestError, match=f"between 1 and {MAX_K}"):
+        Retriever(store, EMBEDDER).retrieve("salary", UserContext.of("alice", ["hr"]), k)
+
+
+def test_k_at_the_maximum_is_served(store: OpenSearchStore) -> None:
+    put(store, CORPUS)
+    vector = EMBEDDER.embed_batch(["salary"])[0]
+    assert len(store.search(vector, READER, MAX_K)) == 3
+    assert len(store.search_text("salary", READER, MAX_K)) == 3
+    assert len(store.search_hybrid("salary", vector, READER, MAX_K)) == 3
+
+
+def test_queries_on_a_missing_alias_create_nothing(opensearch_url: str) -> None:
+    settings = os_settings(opensearch_url)
+    store = OpenSearchStore(settings)
+    vector = EMBEDDER.embed_batch(["salary"])[0]
+    reads = [
+        lambda: Retriever(store, EMBEDDER).retrieve("salary", UserContext.of("alice")),
+        lambda: Retriever(store, EMBEDDER, mode="hybrid").retrieve("salary", UserContext.of("a")),
+        lambda: store.search(vector, READER, 5),
+        lambda: store.search_text("salary", READER, 5),
+        lambda: store.search_hybrid("salary", vector, READER, 5),
+        store.count,
+    ]
+    for read in reads:
+        with pytest.raises(IndexNotFoundError, match=r"nothing ingested.*run rag ingest first"):
+            read()
+    assert store.index_info() is None
+    assert not store.client.indices.exists_alias(name=settings.alias)
+    assert not store.client.indices.exists(index=index_name(settings.alias, INFO))
+
+
+def test_query_with_another_model_is_refused_and_writes_nothing(store: OpenSearchStore) -> None:
+    put(store, CORPUS)
+    indices = sorted(store.client.indices.get(index="*", expand_wildcards="all"))
+    reader = OpenSearchStore(store._settings)
+    with pytest.raises(EmbeddingMismatchError):
+        Retriever(reader, HashEmbedder(32)).retrieve("salary", UserContext.of("alice"))
+    assert sorted(store.client.indices.get(index="*", expand_wildcards="all")) == indices
+    assert reader.index_info() == INFO

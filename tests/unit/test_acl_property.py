@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from rag.config import StoreSettings
 from rag.stores.base import IndexInfo
 from rag.stores.lancedb import LanceDBStore
@@ -21,6 +23,7 @@ def _lancedb(dim: int) -> Iterator[LanceDBStore]:
         yield store
 
 
+@pytest.mark.slow
 def test_acl_property_10k_trials() -> None:
     tally = run_acl_property(_lancedb, corpora=50, trials_per_corpus=200)
     assert tally.trials >= 10_000

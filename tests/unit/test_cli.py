@@ -52,10 +52,23 @@ def test_ingest_then_query_json(env: Path) -> None:
     assert all("Salary" not in h["text"] for h in json.loads(guest.stdout)["hits"])
 
 
-def test_query_rejects_bad_user(env: Path) -> None:
+def test_query_treats_a_hostile_user_id_as_a_literal(env: Path) -> None:
     runner.invoke(app, ["ingest", str(env)])
-    result = runner.invoke(app, ["query", "x", "--user", "x' OR 1=1"])
+    result = runner.invoke(app, ["query", "salary", "--user", "x' OR 1=1", "--json"])
+    assert result.exit_code == 0, result.output
+    nobody = runner.invoke(app, ["query", "salary", "--user", "nobody", "--json"])
+    hits = json.loads(result.output)["hits"]
+    assert hits == json.loads(nobody.output)["hits"]  # what every user sees: public documents
+    assert all("salary" not in h["citation"]["uri"] for h in hits)
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "zero\u200bwidth", "x" * 10_000, "   "])
+def test_query_refuses_an_invalid_user_briefly(env: Path, bad: str) -> None:
+    runner.invoke(app, ["ingest", str(env)])
+    result = runner.invoke(app, ["query", "x", "--user", bad])
     assert result.exit_code == 1
+    assert "invalid user id" in result.output
+    assert len(result.output) < 500  # the value is truncated, never echoed whole
 
 
 def test_query_requires_user() -> None:

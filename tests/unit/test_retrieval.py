@@ -38,7 +38,9 @@ def test_no_identity_no_result(store: LanceDBStore) -> None:
 
 def test_a_leaking_store_is_refused() -> None:
     class LeakyStore:
-        def ensure_index(self, info: object) -> None: ...
+        def index_info(self) -> object:
+            return INFO
+
         def search(self, vector: object, principals: object, k: int) -> list[SearchHit]:
             return [SearchHit(chunk=make_chunk("x", 0, "t", {"group:secret"}), score=1.0)]
 

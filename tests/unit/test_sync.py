@@ -113,6 +113,7 @@ def test_full_resync_reprocesses_everything() -> None:
     assert len(plan(docs, [state(d) for d in docs], full_resync=True).changed) == 3
 
 
+@pytest.mark.slow
 def test_kill_and_resume_converges_to_a_clean_run(tmp_path: Path) -> None:
     from tests.kill_resume import assert_kill_and_resume
 
