@@ -7,6 +7,7 @@ Policy files are named ``.rag-acl.toml`` and may sit in any folder::
     allow = ["group:hr"]      # principals: user:<id>, group:<id>, or "public"
     deny = ["user:mallory"]   # deny wins over allow, and is inherited by everything below
     public = false            # shorthand for allow = ["public"]
+    classification = "confidential"  # a sensitivity label, inherited (see rag.classification)
 
     [files."salaries.csv"]    # a per-file override, with the same keys (a file of this folder)
     inherit = false
@@ -57,6 +58,7 @@ class _RawRule(BaseModel):
     allow: list[StrictStr] = Field(default_factory=list)
     deny: list[StrictStr] = Field(default_factory=list)
     public: StrictBool = False
+    classification: StrictStr | None = None
 
 
 class _RawPolicy(_RawRule):
@@ -68,6 +70,7 @@ class _Rule:
     inherit: bool
     allow: frozenset[str]
     deny: frozenset[str]
+    label: str | None = None  # classification; None: the parent's
 
     def apply(self, parent: Acl | None) -> Acl:
         """Deny always inherits; ``inherit = false`` resets only the allow list."""
@@ -85,6 +88,7 @@ class _Folder:
     acl: Acl | None
     files: dict[str, _Rule] = field(default_factory=dict)
     error: str | None = None  # a broken policy here or above: everything below is hidden
+    label: str | None = None  # classification of what is below, inherited
 
 
 class _PolicyReader:
@@ -128,7 +132,8 @@ class _PolicyReader:
                     f"so nothing it governs can be shown: {exc}"
                 ) from None
             deny |= deny_forms(principal)
-        return _Rule(raw.inherit, frozenset(allow), frozenset(deny))
+        label = raw.classification.strip().lower() if raw.classification else None
+        return _Rule(raw.inherit, frozenset(allow), frozenset(deny), label)
 
     def _describe(self, exc: ValidationError) -> str:
         error = exc.errors()[0]
@@ -222,14 +227,15 @@ class FilesystemConnector:
                 elif entry.is_file(follow_symlinks=False):
                     rule = here.files.get(entry.name)
                     acl = rule.apply(here.acl) if rule is not None else here.acl
-                    walk.documents.append(self._document(path, acl, here.error))
+                    label = (rule.label if rule is not None else None) or here.label
+                    walk.documents.append(self._document(path, acl, here.error, label))
             except OSError as exc:
                 walk.errors.append(f"{self._rel(path)}: {exc}")
 
     def _policy(self, folder: Path, parent: _Folder, walk: _Walk) -> _Folder:
         file = folder / POLICY_FILE
         if parent.error is not None or not file.exists():
-            return _Folder(parent.acl, {}, parent.error)
+            return _Folder(parent.acl, {}, parent.error, parent.label)
         rel = self._rel(file)
         try:
             text = file.read_bytes().decode("utf-8")
@@ -242,7 +248,7 @@ class FilesystemConnector:
             return self._broken(str(exc), walk)
         finally:
             walk.policy_errors.extend(reader.warnings)
-        return _Folder(rule.apply(parent.acl), files)
+        return _Folder(rule.apply(parent.acl), files, label=rule.label or parent.label)
 
     def _check_overrides(
         self, folder: Path, here: _Folder, entries: list[os.DirEntry[str]], walk: _Walk
@@ -267,7 +273,9 @@ class FilesystemConnector:
         walk.policy_errors.append(problem)
         return _Folder(None, {}, f"policy error: {problem}")
 
-    def _document(self, path: Path, acl: Acl | None, acl_error: str | None) -> SourceDocument:
+    def _document(
+        self, path: Path, acl: Acl | None, acl_error: str | None, label: str | None
+    ) -> SourceDocument:
         rel = self._rel(path)
         stat = path.stat()
         with path.open("rb") as handle:
@@ -283,6 +291,7 @@ class FilesystemConnector:
             modified_at=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
             acl=None if acl_error is not None else acl,
             acl_error=acl_error,
+            classification=label,
             metadata={"path": rel},
         )
 

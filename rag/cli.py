@@ -154,6 +154,9 @@ def _dry_run(
     ]:
         table.add_row(label, str(value))
     console.print(table)
+    for label, counts in sorted(result.by_classification.items()):
+        spread = ", ".join(f"{n} {where}" for where, n in sorted(counts.items()))
+        console.print(f"  classification {label}: {spread}")
     for line in result.unparseable:
         console.print(f"  [yellow]would be quarantined[/] {line}")
 

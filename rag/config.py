@@ -124,6 +124,25 @@ class OpenSearchSettings(_Section):
     )
 
 
+class ClassificationSettings(_Section):
+    """Which document labels may be sent to which embedding targets (see rag.classification)."""
+
+    default_label: str = Field(
+        "internal", description="The label of a document whose source gives none."
+    )
+    allowed_targets: dict[str, list[str]] = Field(
+        default_factory=lambda: {"restricted": ["self-hosted"]},
+        description="label -> targets it may reach (provider, provider:endpoint, local, "
+        "self-hosted, shared-api); a label not listed may reach any target.",
+    )
+
+    @model_validator(mode="after")
+    def _canonical_labels(self) -> ClassificationSettings:
+        self.default_label = self.default_label.strip().lower()
+        self.allowed_targets = {k.strip().lower(): v for k, v in self.allowed_targets.items()}
+        return self
+
+
 class SyncSettings(_Section):
     max_delete_share: float = Field(
         0.5,
@@ -173,6 +192,55 @@ class RetrievalSettings(_Section):
     )
 
 
+class AuthSettings(_Section):
+    """Verification of OIDC/JWT bearer tokens (``rag.auth.TokenVerifier``); off until
+    ``issuer`` and ``audience`` are set. Only asymmetric algorithms are accepted."""
+
+    issuer: str | None = Field(
+        None,
+        description="The exact expected ``iss``; keys are discovered from "
+        "<issuer>/.well-known/openid-configuration unless jwks_url is set.",
+    )
+    audience: list[str] = Field(
+        default_factory=list, description="Accepted ``aud`` values; a token must name one."
+    )
+    jwks_url: str | None = Field(None, description="JWKS URL; default: discovered (jwks_uri).")
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "ES256", "PS256"],
+        min_length=1,
+        description="Signature algorithms accepted; none and HS* (symmetric) are refused.",
+    )
+    leeway_seconds: int = Field(60, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    user_claim: str = Field(
+        "sub", min_length=1, description="Claim holding the user id: oid, email, upn, ..."
+    )
+    group_claims: list[str] = Field(
+        default_factory=lambda: ["groups"],
+        description="Claims holding group ids (roles, cognito:groups, ...); a dotted name such "
+        "as realm_access.roles is looked up nested when no claim has that exact name.",
+    )
+    jwks_cache_seconds: float = Field(
+        3600, gt=0, le=86_400, description="Keys (and discovery) are fetched again after this."
+    )
+    jwks_min_refresh_seconds: float = Field(
+        60, ge=0, le=3600, description="At most one refresh per this long on an unknown kid."
+    )
+    http_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Discovery/JWKS fetches.")
+
+    @model_validator(mode="after")
+    def _asymmetric_algorithms(self) -> AuthSettings:
+        supported = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+        supported |= {"ES256", "ES384", "ES512", "ES256K", "EdDSA"}
+        for alg in self.algorithms:
+            if alg.strip().lower() == "none" or alg.strip().upper().startswith("HS"):
+                raise ValueError(
+                    f"algorithm {alg!r} is refused: only asymmetric signatures are verified"
+                )
+            if alg not in supported:
+                raise ValueError(f"unknown algorithm {alg!r}; use one of {sorted(supported)}")
+        return self
+
+
 class Settings(BaseSettings):
     """Every knob of the pipeline, in one place."""
 
@@ -188,6 +256,8 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     sync: SyncSettings = SyncSettings()
+    classification: ClassificationSettings = ClassificationSettings()
+    auth: AuthSettings = AuthSettings()
 
     @property
     def store_uri(self) -> Path:

@@ -4,7 +4,8 @@
     ├── ConfigurationError        settings are missing or contradict each other
     ├── InvalidRequestError       a request out of bounds (k <= 0, k too large); a ValueError
     ├── AccessDeniedError         no identity, or an identity we refuse to search for
-    │   └── InvalidPrincipalError an id or principal that is not valid (empty, control chars)
+    │   ├── InvalidPrincipalError an id or principal that is not valid (empty, control chars)
+    │   └── AuthenticationError   a bearer token that does not prove who the caller is
     ├── MissingAclError           a document arrived without an ACL and is not explicitly public
     │   └── PolicyError           the policy that gives its ACL is broken (it is hidden)
     ├── DocumentError             one source document cannot be ingested (it is quarantined)
@@ -12,7 +13,8 @@
     │   ├── ParseError
     │   ├── EmptyDocumentError
     │   ├── EncryptedDocumentError
-    │   └── DocumentTooLargeError
+    │   ├── DocumentTooLargeError
+    │   └── ClassificationBlockedError its label may not reach this embedder
     ├── EmbeddingError            the embedding backend failed
     │   └── EmbeddingMismatchError an index was built with another model or dimension
     ├── StoreError                the vector store failed
@@ -45,6 +47,11 @@ class InvalidPrincipalError(AccessDeniedError):
     """A principal or id that is not valid (see ``rag.identity``). Deliberately not a
     ``ValueError``: pydantic passes it through unwrapped, so callers never see a raw
     ``ValidationError`` for an identity."""
+
+
+class AuthenticationError(AccessDeniedError):
+    """A bearer token that could not be verified (signature, issuer, audience, expiry, keys or
+    claims); the message says why and never echoes the token."""
 
 
 class MissingAclError(RagError):
@@ -80,6 +87,12 @@ class EncryptedDocumentError(DocumentError):
 
 class DocumentTooLargeError(DocumentError):
     reason_code = "too_large"
+
+
+class ClassificationBlockedError(DocumentError):
+    """The document's classification may not be sent to the configured embedder."""
+
+    reason_code = "classification_blocked"
 
 
 class EmbeddingError(RagError):

@@ -14,10 +14,11 @@ from typing import Any
 from connectors.base import Connector
 from rag.accounting import estimated_calls, price_for
 from rag.chunking import Chunker
+from rag.classification import check_allowed, label_of
 from rag.config import Settings
 from rag.embeddings import Embedder, build_embedder
 from rag.embeddings.cache import CachedEmbedder
-from rag.errors import DocumentError
+from rag.errors import ClassificationBlockedError, DocumentError
 from rag.parsing import parse
 from rag.stores import VectorStore, build_store
 from rag.sync.plan import plan_with
@@ -36,6 +37,8 @@ class Estimate:
     embedding_calls: int = 0
     cost_usd: float | None = None
     unparseable: list[str] = field(default_factory=list)
+    by_classification: dict[str, dict[str, int]] = field(default_factory=dict)
+    """label -> {"sent to <provider>" or "blocked": documents}."""
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -68,6 +71,15 @@ def estimate(
     for document in plan.to_process:
         if document.acl is None or document.acl.is_empty:
             continue
+        label = label_of(document, settings.classification)
+        counts = result.by_classification.setdefault(label, {})
+        try:
+            check_allowed(document, settings.classification, settings.embedding)
+        except ClassificationBlockedError:
+            counts["blocked"] = counts.get("blocked", 0) + 1
+            continue
+        sent = f"sent to {settings.embedding.provider}"
+        counts[sent] = counts.get(sent, 0) + 1
         try:
             elements = parse(connector.read(document), document.uri, settings.parsing)
         except DocumentError as exc:

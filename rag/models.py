@@ -83,6 +83,9 @@ class SourceDocument(_Frozen):
         description="Why the source could not give an ACL (a broken policy): the document is "
         "hidden and quarantined with this reason until it is fixed. Implies ``acl`` is None.",
     )
+    classification: str | None = Field(
+        default=None, description="A sensitivity label from the source (see rag.classification)."
+    )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from typing import Any
 from connectors.base import Connector
 from rag.accounting import MeteredEmbedder, UsageLedger
 from rag.chunking import Chunker
+from rag.classification import check_allowed
 from rag.config import Settings
 from rag.embeddings import Embedder, build_embedder, embed_in_batches
 from rag.embeddings.cache import CachedEmbedder
@@ -312,6 +313,8 @@ class Ingestor:
                 raise PolicyError(document.acl_error)
             if document.acl is None or document.acl.is_empty:
                 raise MissingAclError("no ACL for this document (and it is not marked public)")
+            stage = "classification"
+            check_allowed(document, self._settings.classification, self._settings.embedding)
             stage = "read"
             with summary.timed("read"):
                 data = connector.read(document)
