@@ -181,7 +181,8 @@ def query_command(
     settings = _settings(data_dir)
     try:
         context = UserContext.of(user, group or [])
-        hits = Retriever.from_settings(settings).retrieve(text, context, k)
+        result = Retriever.from_settings(settings).search(text, context, k)
+        hits = result.hits
     except (RagError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -192,6 +193,7 @@ def query_command(
                     "query": text,
                     "user": user,
                     "groups": sorted(context.groups),
+                    "audit_id": result.audit_id,
                     "hits": [h.to_json() for h in hits],
                 },
                 indent=2,
@@ -294,3 +296,12 @@ def eval_command(
         console.print(f"  [red]{failure}[/]")
     console.print(f"[red]FAIL[/] {result.suite}")
     raise typer.Exit(1)
+
+
+def _register_more() -> None:
+    from rag.cli_audit import register
+
+    register(app, console, err)
+
+
+_register_more()

@@ -143,6 +143,22 @@ class ClassificationSettings(_Section):
         return self
 
 
+class AuditSettings(_Section):
+    """The audit trail of retrievals (see rag.audit)."""
+
+    enabled: bool = Field(True, description="Write one audit record per retrieval.")
+    sink: Literal["auto", "jsonl", "opensearch"] = Field(
+        "auto", description="auto: OpenSearch with the OpenSearch store, else JSON lines."
+    )
+    path: Path | None = Field(None, description="JSON-lines folder; default <data_dir>/audit.")
+    include_query_text: bool = Field(
+        False, description="Record the query text itself (a hash is always recorded)."
+    )
+    fail_closed: bool = Field(
+        True, description="A retrieval whose audit record cannot be written fails."
+    )
+
+
 class SyncSettings(_Section):
     max_delete_share: float = Field(
         0.5,
@@ -241,6 +257,64 @@ class AuthSettings(_Section):
         return self
 
 
+class DirectorySettings(_Section):
+    """The group directory synced beside the index (``rag.directory``): users with their aliases,
+    and groups with nested groups expanded. Stored in ``<data_dir>/directory.sqlite``."""
+
+    backend: Literal["none", "ldap", "scim"] = Field(
+        "none",
+        description="none; ldap (LDAP or Active Directory); scim (SCIM 2.0 service or file).",
+    )
+    group_source: Literal["token", "directory", "both"] = Field(
+        "both",
+        description="Where a caller's groups come from at query time: the identity token, the "
+        "synced directory, or both (their union).",
+    )
+    ldap_url: str = Field("ldap://127.0.0.1:389", description="ldap:// or ldaps:// server URL.")
+    ldap_bind_dn: str | None = Field(None, description="Who to bind as; None binds anonymously.")
+    ldap_password: SecretStr | None = None
+    ldap_start_tls: bool = Field(False, description="StartTLS on an ldap:// URL before binding.")
+    ldap_ca_certs: Path | None = Field(None, description="CA bundle that verifies the server.")
+    ldap_user_base_dns: list[str] = Field(
+        default_factory=list, description="Subtrees searched for users (required for ldap)."
+    )
+    ldap_group_base_dns: list[str] = Field(
+        default_factory=list, description="Subtrees searched for groups; default: the user ones."
+    )
+    ldap_user_filter: str = "(objectClass=person)"
+    ldap_group_filter: str = (
+        "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
+    )
+    ldap_user_id_attribute: str = Field(
+        "uid", description="A user's canonical id (AD: sAMAccountName); the DN where missing."
+    )
+    ldap_user_alias_attributes: list[str] = Field(
+        default_factory=lambda: ["mail", "uid", "userPrincipalName", "sAMAccountName", "objectSid"],
+        description="Attributes whose values are aliases of a user (the DN always is one).",
+    )
+    ldap_group_name_attribute: str = Field("cn", description="A group's canonical id.")
+    ldap_group_alias_attributes: list[str] = Field(
+        default_factory=lambda: ["sAMAccountName", "objectSid"],
+        description="Attributes whose values are aliases of a group (the DN always is one).",
+    )
+    ldap_member_attributes: list[str] = Field(
+        default_factory=lambda: ["member", "uniqueMember"],
+        description="Attributes listing a group's members by DN (users and groups).",
+    )
+    ldap_domain: str | None = Field(
+        None, description="NetBIOS domain, e.g. CORP: a sAMAccountName is also CORP\\<name>."
+    )
+    ldap_page_size: int = Field(500, ge=1, le=100_000, description="Entries per result page.")
+    ldap_timeout_seconds: float = Field(30.0, gt=0)
+    scim_url: str | None = Field(None, description="SCIM 2.0 base URL (serving /Users, /Groups).")
+    scim_path: Path | None = Field(
+        None, description='A SCIM export: {"Users": ListResponse, "Groups": ListResponse}.'
+    )
+    scim_token: SecretStr | None = Field(None, description="Bearer token of the SCIM service.")
+    scim_page_size: int = Field(100, ge=1, le=10_000, description="Resources asked per page.")
+    scim_timeout_seconds: float = Field(30.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every knob of the pipeline, in one place."""
 
@@ -256,7 +330,9 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     sync: SyncSettings = SyncSettings()
+    directory: DirectorySettings = DirectorySettings()
     classification: ClassificationSettings = ClassificationSettings()
+    audit: AuditSettings = AuditSettings()
     auth: AuthSettings = AuthSettings()
 
     @property

@@ -19,7 +19,9 @@
     │   └── EmbeddingMismatchError an index was built with another model or dimension
     ├── StoreError                the vector store failed
     │   └── IndexNotFoundError    a read found nothing ingested (and created nothing)
-    └── ConnectorError            a source could not be listed or read
+    ├── ConnectorError            a source could not be listed or read
+    ├── AuditError                the audit trail could not be written or read
+    └── DirectoryError            the group directory (LDAP, SCIM) could not be read or synced
 
 Third-party errors are translated at the boundary with ``raise ... from``.
 """
@@ -111,5 +113,13 @@ class IndexNotFoundError(StoreError):
     """A read (search, count) found no index: nothing was ingested there. Reads create nothing."""
 
 
+class AuditError(RagError):
+    """An audit record could not be written or read (a retrieval fails with it by default)."""
+
+
 class ConnectorError(RagError):
     """A source could not be listed or read."""
+
+
+class DirectoryError(RagError):
+    """The group directory (LDAP, SCIM) could not be read or synced; the stored one is unchanged."""

@@ -151,6 +151,8 @@ class UserContext(BaseModel):
 
     user_id: str = Field(description="The user's id, as in the sources' ACLs.")
     groups: frozenset[str] = Field(default=frozenset(), description="Group ids of the user.")
+    issuer: str | None = Field(None, description="The token issuer, when verified from one.")
+    subject: str | None = Field(None, description="The token subject, when verified from one.")
 
     @model_validator(mode="before")
     @classmethod

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
+from rag.audit import AuditHit, AuditRecord, AuditSink, Feedback, build_audit_sink
+from rag.audit.base import principals_digest, query_digest
 from rag.config import Settings
 from rag.embeddings import build_embedder
 from rag.embeddings.base import Embedder, embed_query
-from rag.errors import ConfigurationError, IndexNotFoundError, StoreError
-from rag.identity import UserContext, require_user
+from rag.errors import AuditError, ConfigurationError, IndexNotFoundError, StoreError
+from rag.identity import UserContext, canonical_id, require_user
 from rag.models import SearchHit
 from rag.stores import build_store
 from rag.stores.base import IndexInfo, TextSearchStore, VectorStore, check_compatible
@@ -18,6 +24,14 @@ from rag.stores.limits import checked_k
 log = logging.getLogger(__name__)
 
 Mode = Literal["dense", "bm25", "hybrid"]
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What one retrieval returned, and the id of its audit record (None when auditing is off)."""
+
+    hits: list[SearchHit]
+    audit_id: str | None
 
 
 class Retriever:
@@ -40,6 +54,9 @@ class Retriever:
         mode: Mode = "dense",
         *,
         case_sensitive_principals: bool = False,
+        audit: AuditSink | None = None,
+        audit_query_text: bool = False,
+        audit_fail_closed: bool = True,
     ) -> None:
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigurationError(f"unknown retrieval mode {mode!r}")
@@ -54,12 +71,20 @@ class Retriever:
         self._min_score = min_score
         self._mode = mode
         self._case_sensitive = case_sensitive_principals
+        self._audit = audit
+        self._audit_text = audit_query_text
+        self._audit_fail_closed = audit_fail_closed
         self._checked = False
 
     def retrieve(
         self, query: str, user: UserContext | None, k: int | None = None
     ) -> list[SearchHit]:
         """The ``k`` chunks most similar to ``query`` among those ``user`` may read."""
+        return self.search(query, user, k).hits
+
+    def search(self, query: str, user: UserContext | None, k: int | None = None) -> Retrieval:
+        """:meth:`retrieve`, with the id of its audit record (for :meth:`feedback`)."""
+        started = time.perf_counter()
         context = require_user(user)
         principals = context.principals(case_sensitive=self._case_sensitive)
         k = self._top_k if k is None else checked_k(k)
@@ -71,9 +96,61 @@ class Retriever:
                     "store returned chunk %s outside the ACL of %s", hit.chunk.id, context.user_id
                 )
                 raise StoreError("the store returned a chunk the user may not read; refusing")
-        if self._mode != "dense":  # BM25 and fused scores are not cosine similarities
-            return hits
-        return [hit for hit in hits if hit.score >= self._min_score]
+        if self._mode == "dense":  # BM25 and fused scores are not cosine similarities
+            hits = [hit for hit in hits if hit.score >= self._min_score]
+        latency_ms = (time.perf_counter() - started) * 1000
+        return Retrieval(hits, self._record(query, context, principals, k, hits, latency_ms))
+
+    def _record(
+        self,
+        query: str,
+        context: UserContext,
+        principals: frozenset[str],
+        k: int,
+        hits: list[SearchHit],
+        latency_ms: float,
+    ) -> str | None:
+        if self._audit is None:
+            return None
+        record = AuditRecord(
+            id=uuid.uuid4().hex,
+            at=datetime.now(UTC),
+            user_id=canonical_id(context.user_id),
+            issuer=context.issuer,
+            subject=context.subject,
+            principals_count=len(principals),
+            principals_hash=principals_digest(principals),
+            query_hash=query_digest(query),
+            query=query if self._audit_text else None,
+            mode=self._mode,
+            k=k,
+            hits=tuple(
+                AuditHit(
+                    chunk_id=h.chunk.id,
+                    document_id=h.chunk.document_id,
+                    source=h.chunk.source,
+                    acl_version=h.chunk.acl.digest(),
+                    score=h.score,
+                )
+                for h in hits
+            ),
+            latency_ms=round(latency_ms, 3),
+        )
+        try:
+            self._audit.write(record)
+        except AuditError:
+            if self._audit_fail_closed:
+                raise
+            log.exception("audit record %s not written (audit.fail_closed is off)", record.id)
+        return record.id
+
+    def feedback(self, audit_id: str, helpful: bool, note: str | None = None) -> None:
+        """Record a user's verdict on the retrieval ``audit_id`` names."""
+        if self._audit is None:
+            raise ConfigurationError("feedback needs the audit trail (RAG_AUDIT__ENABLED)")
+        self._audit.write_feedback(
+            Feedback(audit_id=audit_id, at=datetime.now(UTC), helpful=helpful, note=note)
+        )
 
     def _check_index(self) -> None:
         """Once, before anything is embedded: refuse a missing index or one built with another
@@ -113,4 +190,7 @@ class Retriever:
             min_score=retrieval.min_score,
             mode=retrieval.mode,
             case_sensitive_principals=retrieval.case_sensitive_principals,
+            audit=build_audit_sink(settings),
+            audit_query_text=settings.audit.include_query_text,
+            audit_fail_closed=settings.audit.fail_closed,
         )

@@ -32,10 +32,11 @@ class PermissionAwareRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        return [to_document(hit) for hit in self.core.retrieve(query, self.user, self.k)]
+        result = self.core.search(query, self.user, self.k)
+        return [to_document(hit, result.audit_id) for hit in result.hits]
 
 
-def to_document(hit: SearchHit) -> Document:
+def to_document(hit: SearchHit, audit_id: str | None = None) -> Document:
     """A LangChain Document with the chunk's id, score and citation in its metadata."""
     chunk = hit.chunk
     metadata: dict[str, Any] = {
@@ -45,4 +46,6 @@ def to_document(hit: SearchHit) -> Document:
         "score": hit.score,
         **chunk.citation.model_dump(),
     }
+    if audit_id is not None:
+        metadata["audit_id"] = audit_id  # for Retriever.feedback(audit_id, helpful)
     return Document(id=chunk.id, page_content=chunk.text, metadata=metadata)
