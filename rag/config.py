@@ -201,6 +201,12 @@ class RetrievalSettings(_Section):
     min_score: float = Field(
         -1.0, ge=-1.0, le=1.0, description="Drop hits less similar than this (cosine)."
     )
+    max_acl_age_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Return only chunks whose ACL the source confirmed this recently (fail "
+        "closed: older or never confirmed ones are filtered inside the search); None: no bound.",
+    )
     case_sensitive_principals: bool = Field(
         False,
         description="Also query the exact-case principals (user.cs:/group.cs:) that sources "

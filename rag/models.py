@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Set as AbstractSet
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -86,6 +86,9 @@ class SourceDocument(_Frozen):
     classification: str | None = Field(
         default=None, description="A sensitivity label from the source (see rag.classification)."
     )
+    acl_checked_at: datetime | None = Field(
+        default=None, description="When the source last confirmed this ACL (its listing)."
+    )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -117,6 +120,15 @@ class Chunk(_Frozen):
     acl: Acl
     citation: Citation
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    acl_checked_at: datetime | None = Field(
+        default=None,
+        description="When the source last confirmed the ACL; None: unknown (never fresh).",
+    )
+
+    @property
+    def acl_version(self) -> str:
+        """A stable digest of the ACL the chunk carries."""
+        return self.acl.digest()
 
     @staticmethod
     def make_id(document_id: str, ordinal: int) -> str:
@@ -137,4 +149,19 @@ class SearchHit(_Frozen):
             "score": self.score,
             "text": self.chunk.text,
             "citation": self.chunk.citation.model_dump(),
+            "acl_version": self.chunk.acl_version,
+            "acl_checked_at": (
+                self.chunk.acl_checked_at.isoformat() if self.chunk.acl_checked_at else None
+            ),
         }
+
+
+def epoch_ms(at: datetime | None) -> int:
+    """Milliseconds since the epoch (0 for None: never), as the stores keep ACL check times."""
+    return int(at.timestamp() * 1000) if at is not None else 0
+
+
+def from_epoch_ms(value: int | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromtimestamp(value / 1000, tz=UTC)

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +65,7 @@ class IngestSummary:
     estimated_cost_usd: float | None = None
     usage: list[dict[str, Any]] = field(default_factory=list)
     revocation_delay_seconds: float | None = None
+    oldest_acl_age_seconds: float | None = None
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     listing_errors: list[str] = field(default_factory=list)
     policy_errors: list[str] = field(default_factory=list)
@@ -116,6 +117,10 @@ class SyncRun:
     states: dict[str, DocState]
     plan: Plan
     summary: IngestSummary
+    acls_confirmed_at: datetime | None = None
+    """When the listing that confirmed the ACLs began."""
+    confirmed: list[str] | None = None
+    """Documents whose ACL the listing confirmed; None: every document of the source."""
 
 
 @dataclass
@@ -167,9 +172,12 @@ class Ingestor:
     def begin(self, connector: Connector, *, full_resync: bool = False) -> SyncRun:
         """List the source and plan the sync against the stored state."""
         summary = IngestSummary(source=connector.name)
+        started = datetime.now(UTC)
         with summary.timed("list"):
             listing = connector.list_documents()
         listed_at = datetime.now(UTC)
+        stamped = tuple(d.model_copy(update={"acl_checked_at": started}) for d in listing.documents)
+        listing = replace(listing, documents=stamped)
         summary.listing_complete = listing.complete
         summary.listing_errors = list(listing.errors)
         summary.policy_errors = list(listing.policy_errors)
@@ -185,12 +193,16 @@ class Ingestor:
             log.error("deletions skipped: %s", plan.deletion_blocked)
         summary.deletion_blocked = plan.deletion_blocked
         summary.unchanged = len(plan.unchanged)
-        return SyncRun(connector.name, listed_at, states, plan, summary)
+        confirmed = None if listing.complete else [d.id for d in listing.documents]
+        return SyncRun(connector.name, listed_at, states, plan, summary, started, confirmed)
 
     def revoke(self, run: SyncRun) -> None:
         """Permission changes and deletions first: ACL-only updates, restores, tombstones."""
         with run.summary.timed("revoke"):
             revoked = self._revoke(run.plan, run.states, run.summary)
+            if run.acls_confirmed_at is not None:  # after every ACL change is applied
+                self._store.confirm_acls(run.source, run.confirmed, run.acls_confirmed_at)
+                self._store.refresh()
         if revoked:
             delay = (datetime.now(UTC) - run.listed_at).total_seconds()
             run.summary.revocation_delay_seconds = delay
@@ -216,6 +228,9 @@ class Ingestor:
         """Build indexes, make every write visible, and account for embedding usage."""
         with summary.timed("index"):
             self._store.optimize()
+        oldest = self._store.oldest_acl_check(summary.source)
+        if oldest is not None:
+            summary.oldest_acl_age_seconds = (datetime.now(UTC) - oldest).total_seconds()
         self.account(summary)
         log.info("sync %s: %s", summary.source, summary.to_json())
         return summary
@@ -323,7 +338,9 @@ class Ingestor:
                 elements = parse(data, document.uri, self._settings.parsing)
             stage = "chunk"
             with summary.timed("chunk"):
-                return self._chunker.chunk(document, elements)
+                chunks = self._chunker.chunk(document, elements)
+            checked = {"acl_checked_at": document.acl_checked_at}
+            return [c.model_copy(update=checked) for c in chunks]
         except (DocumentError, ConnectorError, MissingAclError) as exc:
             reason = getattr(exc, "reason_code", type(exc).__name__)
             assert self._state is not None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,14 @@ def begin_and_revoke(settings: Settings, root: Path) -> SyncRun:
     planned = ingestor.begin(FilesystemConnector(root, "src"))
     ingestor.revoke(planned)
     return planned
+
+
+class PartialConnector(FilesystemConnector):
+    """A listing that failed after its first document."""
+
+    def list_documents(self) -> Listing:
+        listing = super().list_documents()
+        return Listing(listing.source, listing.documents[:1], complete=False, errors=("timeout",))
 
 
 class IncompleteConnector(FilesystemConnector):
@@ -404,6 +414,39 @@ class SyncContract:
         assert acls == {json.dumps([["group:eng"], ["user:mallory"]])}
         assert len(uris(sync_settings, ALICE)) == 2
         assert uris(sync_settings, UserContext.of("mallory", ["eng"])) == set()
+
+    def test_acl_freshness_is_recorded_reported_and_bounded(
+        self, sync_settings: Settings, tmp_path: Path
+    ) -> None:
+        root = make_corpus(tmp_path / "src", docs=3)
+        before = datetime.now(UTC)
+        first = run(root, sync_settings)
+        assert first.oldest_acl_age_seconds is not None and first.oldest_acl_age_seconds < 120
+        retriever = Retriever.from_settings(sync_settings)
+        hits = retriever.retrieve("design note subsystem", ALICE, k=50)
+        assert hits and all(
+            h.chunk.acl_checked_at is not None and h.chunk.acl_checked_at >= before for h in hits
+        )
+        assert hits[0].to_json()["acl_version"] == hits[0].chunk.acl.digest()
+        time.sleep(1.2)
+        partial = PartialConnector(root, "src")  # a listing that failed after one document
+        summary = ingest(partial, sync_settings)
+        assert not summary.listing_complete
+        assert summary.oldest_acl_age_seconds is not None
+        assert summary.oldest_acl_age_seconds >= 1.0
+        bound = datetime.now(UTC) - before - timedelta(seconds=0.6)
+        fresh = retriever.retrieve("design note subsystem", ALICE, k=50, max_acl_age=bound)
+        assert {h.chunk.citation.uri for h in fresh} == {"eng/note-000.md"}
+        assert uris(sync_settings, ALICE) == {f"eng/note-00{i}.md" for i in range(3)}
+        strict = sync_settings.model_copy(
+            update={
+                "retrieval": sync_settings.retrieval.model_copy(
+                    update={"max_acl_age_seconds": 0.001}
+                )
+            }
+        )
+        time.sleep(0.01)
+        assert Retriever.from_settings(strict).retrieve("design note", ALICE) == []
 
     def test_real_world_ids_end_to_end(self, sync_settings: Settings, tmp_path: Path) -> None:
         root = make_corpus(tmp_path / "src", docs=2)

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from rag.audit import AuditHit, AuditRecord, AuditSink, Feedback, build_audit_sink
@@ -57,6 +57,7 @@ class Retriever:
         audit: AuditSink | None = None,
         audit_query_text: bool = False,
         audit_fail_closed: bool = True,
+        max_acl_age: timedelta | None = None,
     ) -> None:
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigurationError(f"unknown retrieval mode {mode!r}")
@@ -74,28 +75,47 @@ class Retriever:
         self._audit = audit
         self._audit_text = audit_query_text
         self._audit_fail_closed = audit_fail_closed
+        self._max_acl_age = max_acl_age
         self._checked = False
 
     def retrieve(
-        self, query: str, user: UserContext | None, k: int | None = None
+        self,
+        query: str,
+        user: UserContext | None,
+        k: int | None = None,
+        *,
+        max_acl_age: timedelta | None = None,
     ) -> list[SearchHit]:
-        """The ``k`` chunks most similar to ``query`` among those ``user`` may read."""
-        return self.search(query, user, k).hits
+        """The ``k`` chunks most similar to ``query`` among those ``user`` may read (and, with
+        ``max_acl_age``, whose ACL the source confirmed that recently)."""
+        return self.search(query, user, k, max_acl_age=max_acl_age).hits
 
-    def search(self, query: str, user: UserContext | None, k: int | None = None) -> Retrieval:
+    def search(
+        self,
+        query: str,
+        user: UserContext | None,
+        k: int | None = None,
+        *,
+        max_acl_age: timedelta | None = None,
+    ) -> Retrieval:
         """:meth:`retrieve`, with the id of its audit record (for :meth:`feedback`)."""
         started = time.perf_counter()
         context = require_user(user)
         principals = context.principals(case_sensitive=self._case_sensitive)
         k = self._top_k if k is None else checked_k(k)
+        age = max_acl_age if max_acl_age is not None else self._max_acl_age
+        fresh_after = datetime.now(UTC) - age if age is not None else None
         self._check_index()
-        hits = self._search(query, principals, k)
+        hits = self._search(query, principals, k, fresh_after)
         for hit in hits:
             if not hit.chunk.acl.permits(principals):
                 log.error(
                     "store returned chunk %s outside the ACL of %s", hit.chunk.id, context.user_id
                 )
                 raise StoreError("the store returned a chunk the user may not read; refusing")
+            checked = hit.chunk.acl_checked_at
+            if fresh_after is not None and (checked is None or checked < fresh_after):
+                raise StoreError("the store returned a chunk with a stale ACL; refusing")
         if self._mode == "dense":  # BM25 and fused scores are not cosine similarities
             hits = [hit for hit in hits if hit.score >= self._min_score]
         latency_ms = (time.perf_counter() - started) * 1000
@@ -168,15 +188,18 @@ class Retriever:
         check_compatible(existing, IndexInfo(self._embedder.model_id, self._embedder.dimension))
         self._checked = True
 
-    def _search(self, query: str, principals: frozenset[str], k: int) -> list[SearchHit]:
+    def _search(
+        self, query: str, principals: frozenset[str], k: int, fresh_after: datetime | None
+    ) -> list[SearchHit]:
         if self._mode == "dense":
-            return self._store.search(embed_query(self._embedder, query), principals, k)
+            vector = embed_query(self._embedder, query)
+            return self._store.search(vector, principals, k, acl_fresh_after=fresh_after)
         if not isinstance(self._store, TextSearchStore):
             raise ConfigurationError(f"{type(self._store).__name__} has no {self._mode} search")
         if self._mode == "bm25":
-            return self._store.search_text(query, principals, k)
+            return self._store.search_text(query, principals, k, acl_fresh_after=fresh_after)
         vector = embed_query(self._embedder, query)
-        return self._store.search_hybrid(query, vector, principals, k)
+        return self._store.search_hybrid(query, vector, principals, k, acl_fresh_after=fresh_after)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:
@@ -193,4 +216,9 @@ class Retriever:
             audit=build_audit_sink(settings),
             audit_query_text=settings.audit.include_query_text,
             audit_fail_closed=settings.audit.fail_closed,
+            max_acl_age=(
+                timedelta(seconds=retrieval.max_acl_age_seconds)
+                if retrieval.max_acl_age_seconds is not None
+                else None
+            ),
         )

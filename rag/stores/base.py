@@ -6,6 +6,7 @@ import re
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from rag.embeddings.base import Vectors
@@ -61,8 +62,26 @@ class VectorStore(Protocol):
         """Replace the ACL of a document's chunks without re-embedding; returns chunks updated."""
         ...
 
-    def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
-        """The ``k`` nearest chunks that ``principals`` may read, ACL-filtered inside the search."""
+    def search(
+        self,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` nearest chunks that ``principals`` may read, ACL-filtered inside the search;
+        with ``acl_fresh_after``, only chunks whose ACL was confirmed since (fail closed)."""
+        ...
+
+    def confirm_acls(self, source: str, document_ids: Sequence[str] | None, at: datetime) -> None:
+        """Record that the source confirmed these documents' ACLs at ``at`` (every document of
+        the source when ``document_ids`` is None)."""
+        ...
+
+    def oldest_acl_check(self, source: str) -> datetime | None:
+        """The oldest ACL confirmation among the source's chunks; None if it has none, or if
+        any chunk's ACL was never confirmed."""
         ...
 
     def refresh(self) -> None:
@@ -91,10 +110,23 @@ class VectorStore(Protocol):
 class TextSearchStore(Protocol):
     """A store that also ranks by keywords (BM25) and fuses both rankings (hybrid)."""
 
-    def search_text(self, text: str, principals: AbstractSet[str], k: int) -> list[SearchHit]: ...
+    def search_text(
+        self,
+        text: str,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
+    ) -> list[SearchHit]: ...
 
     def search_hybrid(
-        self, text: str, vector: Vectors, principals: AbstractSet[str], k: int
+        self,
+        text: str,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
     ) -> list[SearchHit]: ...
 
 

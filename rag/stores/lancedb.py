@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,7 +21,7 @@ import pyarrow as pa
 from rag.config import StoreSettings
 from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, IndexNotFoundError, StoreError
-from rag.models import Acl, Chunk, Citation, SearchHit
+from rag.models import Acl, Chunk, Citation, SearchHit, epoch_ms, from_epoch_ms
 from rag.stores.base import (
     DeadLetter,
     IndexInfo,
@@ -47,20 +47,25 @@ _RESULT_COLUMNS: Final = [
     "metadata",
     "_distance",
 ]
+_CHECKED: Final = "acl_checked_ms"
 
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def compile_acl_filter(principals: AbstractSet[str]) -> str:
+def compile_acl_filter(principals: AbstractSet[str], fresh_after_ms: int | None = None) -> str:
     """The LanceDB (DataFusion SQL) filter admitting rows ``principals`` may read.
 
-    Pure and deterministic. Principals are validated against the principal grammar (no quotes or
-    brackets can pass) and quoted as SQL literals as well. Deny wins over allow.
+    Pure and deterministic. Principals are validated (canonical form) and bound as quoted SQL
+    string literals: any id is a literal, never syntax. Deny wins over allow. With
+    ``fresh_after_ms``, only rows whose ACL was confirmed at or after it (epoch ms).
     """
     literals = ", ".join(_quote(p) for p in checked_principals(principals))
-    return f"array_has_any(allow, [{literals}]) AND NOT array_has_any(deny, [{literals}])"
+    where = f"array_has_any(allow, [{literals}]) AND NOT array_has_any(deny, [{literals}])"
+    if fresh_after_ms is not None:
+        where += f" AND {_CHECKED} >= {int(fresh_after_ms)}"
+    return where
 
 
 def _schema(dimension: int) -> pa.Schema:
@@ -77,6 +82,7 @@ def _schema(dimension: int) -> pa.Schema:
             pa.field("citation", pa.string(), nullable=False),
             pa.field("metadata", pa.string(), nullable=False),
             pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
+            pa.field(_CHECKED, pa.int64(), nullable=False),  # 0: never confirmed
         ]
     )
 
@@ -127,6 +133,8 @@ class LanceDBStore:
         if self._settings.table not in names:
             db.create_table(self._settings.table, schema=_schema(info.dimension), exist_ok=True)
         self._table = db.open_table(self._settings.table)
+        if _CHECKED not in self._table.schema.names:  # a table made before ACL check times
+            self._table.add_columns({_CHECKED: "CAST(0 AS BIGINT)"})
         self._info = info
 
     def _read_info(self) -> IndexInfo:
@@ -201,6 +209,7 @@ class LanceDBStore:
                 "citation": [c.citation.model_dump_json() for c in chunks],
                 "metadata": [json.dumps(c.metadata, sort_keys=True) for c in chunks],
                 "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+                _CHECKED: pa.array([epoch_ms(c.acl_checked_at) for c in chunks], pa.int64()),
             },
             schema=_schema(dim),
         )
@@ -240,6 +249,38 @@ class LanceDBStore:
             raise StoreError(f"LanceDB ACL update failed: {exc}") from exc
         return int(rows.num_rows)
 
+    def confirm_acls(self, source: str, document_ids: Sequence[str] | None, at: datetime) -> None:
+        """Record that the source confirmed these documents' ACLs at ``at`` (all of the source's
+        documents when ``document_ids`` is None)."""
+        table = self._require_table()
+        base = f"source = {_quote(source)}"
+        wheres = [base]
+        if document_ids is not None:
+            ids = [_quote(checked_id(d)) for d in document_ids]
+            wheres = [
+                f"{base} AND document_id IN ({', '.join(ids[i : i + 500])})"
+                for i in range(0, len(ids), 500)
+            ]
+        try:
+            for where in wheres:
+                table.update(where=where, values={_CHECKED: epoch_ms(at)})
+        except Exception as exc:
+            raise StoreError(f"LanceDB ACL confirmation failed: {exc}") from exc
+
+    def oldest_acl_check(self, source: str) -> datetime | None:
+        """The oldest ACL confirmation among the source's chunks (None: none, or never)."""
+        rows = (
+            self._require_table()
+            .search()
+            .where(f"source = {_quote(source)}")
+            .select([_CHECKED])
+            .limit(None)
+            .to_arrow()
+        )
+        if rows.num_rows == 0:
+            return None
+        return from_epoch_ms(int(pa.compute.min(rows.column(_CHECKED)).as_py()))
+
     def sync_state(self) -> LanceDBSyncState:
         """The sync state table beside this store's chunks table."""
         from rag.sync.lancedb_state import LanceDBSyncState
@@ -274,12 +315,28 @@ class LanceDBStore:
             raise StoreError(f"LanceDB index build failed: {exc}") from exc
 
     # -- reads -------------------------------------------------------------------------------
-    def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+    def search(
+        self,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
+    ) -> list[SearchHit]:
         if not principals:
             raise AccessDeniedError("search without principals is refused")
-        where = compile_acl_filter(principals)
+        fresh = None if acl_fresh_after is None else epoch_ms(acl_fresh_after)
+        where = compile_acl_filter(principals, fresh)
         k = checked_k(k)
         table = self._open_for_read()
+        columns = list(_RESULT_COLUMNS)
+        if _CHECKED in table.schema.names:
+            columns.append(_CHECKED)
+        elif fresh is not None:
+            raise StoreError(
+                f"the index at {self._uri} predates ACL check times: run rag ingest once "
+                "before querying with max_acl_age"
+            )
         assert self._info is not None
         if vector.shape != (self._info.dimension,):
             raise StoreError(f"query vector shape {vector.shape} != ({self._info.dimension},)")
@@ -287,7 +344,7 @@ class LanceDBStore:
             table.search(vector.astype(np.float32), vector_column_name="vector")
             .distance_type("cosine")
             .where(where, prefilter=True)
-            .select(_RESULT_COLUMNS)
+            .select(columns)
             .limit(k)
         )
         if self._settings.ann_min_rows:
@@ -319,4 +376,5 @@ def _chunk(row: dict[str, Any]) -> Chunk:
         acl=Acl(allow=frozenset(row["allow"]), deny=frozenset(row["deny"])),
         citation=Citation.model_validate_json(row["citation"]),
         metadata=json.loads(row["metadata"]),
+        acl_checked_at=from_epoch_ms(row.get(_CHECKED)),
     )

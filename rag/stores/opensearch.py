@@ -17,12 +17,13 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from rag.config import OpenSearchSettings
 from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, ConfigurationError, IndexNotFoundError, StoreError
-from rag.models import Acl, Chunk, Citation, SearchHit, stable_hash
+from rag.models import Acl, Chunk, Citation, SearchHit, epoch_ms, from_epoch_ms, stable_hash
 from rag.retrieval.fusion import reciprocal_rank_fusion
 from rag.stores.base import (
     DeadLetter,
@@ -32,7 +33,7 @@ from rag.stores.base import (
     checked_principals,
 )
 from rag.stores.limits import checked_k
-from rag.stores.opensearch_dsl import ALLOW, DENY, bm25_query, index_body, knn_query
+from rag.stores.opensearch_dsl import ALLOW, CHECKED, DENY, bm25_query, index_body, knn_query
 
 if TYPE_CHECKING:
     from rag.sync.opensearch_state import OpenSearchSyncState
@@ -97,6 +98,13 @@ class OpenSearchStore:
             self._create(target, info)
         else:
             check_compatible(self._read_info(target), info)
+            # indexes made before ACL check times: add the field (0 = never checked)
+            self._call(
+                "put mapping",
+                self.client.indices.put_mapping,
+                index=target,
+                body={"properties": {CHECKED: {"type": "long"}}},
+            )
         self._index, self._info = target, info
 
     def _create(self, index: str, info: IndexInfo) -> None:
@@ -204,6 +212,48 @@ class OpenSearchStore:
         self._bulk([_Op("update", cid, document_id, {"doc": doc}) for cid in ids])
         return len(ids)
 
+    def confirm_acls(self, source: str, document_ids: Sequence[str] | None, at: datetime) -> None:
+        """Record that the source confirmed these documents' ACLs at ``at`` (all of the source's
+        documents when ``document_ids`` is None)."""
+        script = {
+            "source": f"ctx._source.{CHECKED} = params.at",
+            "lang": "painless",
+            "params": {"at": epoch_ms(at)},
+        }
+        batches: list[list[dict[str, Any]]] = [[{"term": {"source": source}}]]
+        if document_ids is not None:
+            ids = [checked_id(d) for d in document_ids]
+            batches = [
+                [{"term": {"source": source}}, {"terms": {"document_id": ids[i : i + 1000]}}]
+                for i in range(0, len(ids), 1000)
+            ]
+        for filters in batches:
+            self._call(
+                "update_by_query",
+                self.client.update_by_query,
+                index=self._target(),
+                body={"query": {"bool": {"filter": filters}}, "script": script},
+                conflicts="proceed",
+                refresh=True,
+                slices="auto",
+            )
+
+    def oldest_acl_check(self, source: str) -> datetime | None:
+        """The oldest ACL confirmation among the source's chunks (None: none, or never)."""
+        body = {
+            "size": 0,
+            "query": {"term": {"source": source}},
+            "aggs": {
+                "oldest": {"min": {"field": CHECKED}},
+                "unknown": {"missing": {"field": CHECKED}},
+            },
+        }
+        result = self._call("search", self.client.search, index=self._target(), body=body)
+        aggs = result["aggregations"]
+        if aggs["unknown"]["doc_count"] or result["hits"]["total"]["value"] == 0:
+            return None
+        return from_epoch_ms(int(aggs["oldest"]["value"] or 0))
+
     def _ids_of(self, document_id: str) -> list[str]:
         """Chunk ids of one document (search_after paging: works on Serverless too)."""
         ids: list[str] = []
@@ -295,32 +345,54 @@ class OpenSearchStore:
         return OpenSearchSyncState(lambda: self.client, self._target, self._settings.replicas)
 
     # -- reads -------------------------------------------------------------------------------
-    def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+    def search(
+        self,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
+    ) -> list[SearchHit]:
         if not principals:
             raise AccessDeniedError("search without principals is refused")
-        body = knn_query(vector.tolist(), principals, checked_k(k), self._settings.ef_search)
+        fresh = _fresh_ms(acl_fresh_after)
+        body = knn_query(vector.tolist(), principals, checked_k(k), self._settings.ef_search, fresh)
         response = self._call("search", self.client.search, index=self._read_target(), body=body)
         return self._hits(response, dense=True)
 
-    def search_text(self, text: str, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+    def search_text(
+        self,
+        text: str,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
+    ) -> list[SearchHit]:
         """BM25 over chunk text, ACL-filtered in the query."""
         checked_principals(principals)
-        body = bm25_query(text, principals, checked_k(k))
+        body = bm25_query(text, principals, checked_k(k), _fresh_ms(acl_fresh_after))
         response = self._call("search", self.client.search, index=self._read_target(), body=body)
         return self._hits(response, dense=False)
 
     def search_hybrid(
-        self, text: str, vector: Vectors, principals: AbstractSet[str], k: int
+        self,
+        text: str,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
     ) -> list[SearchHit]:
         """BM25 and k-NN in one _msearch, both ACL-filtered, fused by reciprocal rank."""
         checked_principals(principals)
         depth = max(checked_k(k), 50)
         index = self._read_target()
+        fresh = _fresh_ms(acl_fresh_after)
         bodies: list[dict[str, Any]] = [
             {"index": index},
-            bm25_query(text, principals, depth),
+            bm25_query(text, principals, depth, fresh),
             {"index": index},
-            knn_query(vector.tolist(), principals, depth, self._settings.ef_search),
+            knn_query(vector.tolist(), principals, depth, self._settings.ef_search, fresh),
         ]
         result = self._call("msearch", self.client.msearch, body=bodies)
         rankings = []
@@ -366,6 +438,7 @@ def _to_source(chunk: Chunk, vector: Any) -> dict[str, Any]:
         "token_count": chunk.token_count,
         ALLOW: sorted(chunk.acl.allow),
         DENY: sorted(chunk.acl.deny),
+        CHECKED: epoch_ms(chunk.acl_checked_at),
         "citation": chunk.citation.model_dump(mode="json"),
         "metadata": chunk.metadata,
         "vector": [float(x) for x in vector],
@@ -383,7 +456,12 @@ def _from_source(source: dict[str, Any]) -> Chunk:
         acl=Acl(allow=frozenset(source[ALLOW]), deny=frozenset(source[DENY])),
         citation=Citation.model_validate(source["citation"]),
         metadata=source["metadata"],
+        acl_checked_at=from_epoch_ms(source.get(CHECKED)),
     )
+
+
+def _fresh_ms(at: datetime | None) -> int | None:
+    return None if at is None else epoch_ms(at)
 
 
 def _make_client(settings: OpenSearchSettings) -> Any:

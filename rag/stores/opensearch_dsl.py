@@ -15,22 +15,28 @@ from rag.stores.base import checked_principals
 
 ALLOW = "acl_allow"
 DENY = "acl_deny"
+CHECKED = "acl_checked_ms"
 SOURCE_EXCLUDES = ["vector"]
 
 
-def compile_acl_filter(principals: AbstractSet[str]) -> dict[str, Any]:
-    """The bool filter admitting documents ``principals`` may read (deny wins)."""
+def compile_acl_filter(
+    principals: AbstractSet[str], fresh_after_ms: int | None = None
+) -> dict[str, Any]:
+    """The bool filter admitting documents ``principals`` may read (deny wins); with
+    ``fresh_after_ms``, only chunks whose ACL was confirmed at or after it (epoch ms)."""
     values = checked_principals(principals)
-    return {
-        "bool": {
-            "filter": [{"terms": {ALLOW: values}}],
-            "must_not": [{"terms": {DENY: values}}],
-        }
-    }
+    allowed: list[dict[str, Any]] = [{"terms": {ALLOW: values}}]
+    if fresh_after_ms is not None:
+        allowed.append({"range": {CHECKED: {"gte": int(fresh_after_ms)}}})
+    return {"bool": {"filter": allowed, "must_not": [{"terms": {DENY: values}}]}}
 
 
 def knn_query(
-    vector: Sequence[float], principals: AbstractSet[str], k: int, ef_search: int
+    vector: Sequence[float],
+    principals: AbstractSet[str],
+    k: int,
+    ef_search: int,
+    fresh_after_ms: int | None = None,
 ) -> dict[str, Any]:
     """A k-NN search with the ACL filter inside the k-NN clause."""
     return {
@@ -41,14 +47,16 @@ def knn_query(
                 "vector": {
                     "vector": [float(x) for x in vector],
                     "k": max(k, ef_search),
-                    "filter": compile_acl_filter(principals),
+                    "filter": compile_acl_filter(principals, fresh_after_ms),
                 }
             }
         },
     }
 
 
-def bm25_query(text: str, principals: AbstractSet[str], k: int) -> dict[str, Any]:
+def bm25_query(
+    text: str, principals: AbstractSet[str], k: int, fresh_after_ms: int | None = None
+) -> dict[str, Any]:
     """A BM25 search on the chunk text, ACL-filtered in the same bool query."""
     return {
         "size": k,
@@ -56,7 +64,7 @@ def bm25_query(text: str, principals: AbstractSet[str], k: int) -> dict[str, Any
         "query": {
             "bool": {
                 "must": [{"match": {"text": {"query": text}}}],
-                "filter": [compile_acl_filter(principals)],
+                "filter": [compile_acl_filter(principals, fresh_after_ms)],
             }
         },
     }
@@ -90,6 +98,7 @@ def index_body(
                 "token_count": {"type": "integer"},
                 ALLOW: keyword,
                 DENY: keyword,
+                CHECKED: {"type": "long"},
                 "citation": {"type": "object", "enabled": False},
                 "metadata": {"type": "object", "enabled": False},
                 "vector": {

@@ -41,7 +41,9 @@ def test_a_leaking_store_is_refused() -> None:
         def index_info(self) -> object:
             return INFO
 
-        def search(self, vector: object, principals: object, k: int) -> list[SearchHit]:
+        def search(
+            self, vector: object, principals: object, k: int, **kw: object
+        ) -> list[SearchHit]:
             return [SearchHit(chunk=make_chunk("x", 0, "t", {"group:secret"}), score=1.0)]
 
     with pytest.raises(StoreError):

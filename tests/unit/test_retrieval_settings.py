@@ -51,19 +51,23 @@ class Spy:
     def count(self) -> int:
         return self.inner.count()
 
-    def search(self, vector: Vectors, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+    def search(
+        self, vector: Vectors, principals: AbstractSet[str], k: int, **kw: Any
+    ) -> list[SearchHit]:
         self.calls.append(("search", k))
-        return self.inner.search(vector, principals, k)
+        return self.inner.search(vector, principals, k, **kw)
 
-    def search_text(self, text: str, principals: AbstractSet[str], k: int) -> list[SearchHit]:
+    def search_text(
+        self, text: str, principals: AbstractSet[str], k: int, **kw: Any
+    ) -> list[SearchHit]:
         self.calls.append(("search_text", k))
-        return self.inner.search(_embed(text), principals, k)
+        return self.inner.search(_embed(text), principals, k, **kw)
 
     def search_hybrid(
-        self, text: str, vector: Vectors, principals: AbstractSet[str], k: int
+        self, text: str, vector: Vectors, principals: AbstractSet[str], k: int, **kw: Any
     ) -> list[SearchHit]:
         self.calls.append(("search_hybrid", k))
-        return self.inner.search(vector, principals, k)
+        return self.inner.search(vector, principals, k, **kw)
 
 
 def _embed(text: str) -> Vectors:
@@ -85,6 +89,8 @@ EFFECTS: dict[str, Effect] = {
         "hybrid", "hybrid", lambda calls, hits: calls == [("search_hybrid", 5)] and len(hits) == 5
     ),
     "min_score": Effect(0.99, "0.99", lambda calls, hits: [h.chunk.text for h in hits] == [QUERY]),
+    # the fixture's chunks were never confirmed by a source listing: a bound hides them all
+    "max_acl_age_seconds": Effect(3600.0, "3600", lambda calls, hits: calls and hits == []),
     "case_sensitive_principals": Effect(
         True, "true", lambda calls, hits: EXACT_CASE in [h.chunk.text for h in hits]
     ),
