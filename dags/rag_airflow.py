@@ -111,3 +111,17 @@ def run_eval_suite(name: str) -> dict[str, Any]:
     if not result.passed:
         raise RuntimeError(f"evaluation suite {name} failed: {result.failures}")
     return summary
+
+
+def sync_directory() -> dict[str, Any]:
+    """One directory sync; fails the task when the snapshot could not be applied."""
+    from rag.config import Settings
+    from rag.directory import sync_directory as run
+
+    settings = Settings()
+    if settings.directory.backend == "none":
+        return {"skipped": "no directory configured (RAG_DIRECTORY__BACKEND)"}
+    summary = run(settings)
+    if not summary.applied:
+        raise RuntimeError(f"directory snapshot not applied: {summary.errors}")
+    return summary.model_dump(mode="json", exclude={"added_memberships", "removed_memberships"})

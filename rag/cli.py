@@ -164,9 +164,15 @@ def _dry_run(
 @app.command("query")
 def query_command(
     text: Annotated[str, typer.Argument(help="The question.")],
-    user: Annotated[str, typer.Option("--user", "-u", help="The user id asking.")],
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="The user id asking (trusted).")
+    ] = None,
     group: Annotated[
-        list[str] | None, typer.Option("--group", "-g", help="A group of the user.")
+        list[str] | None, typer.Option("--group", "-g", help="A group of the user (trusted).")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="A bearer token (JWT) proving who asks (RAG_AUTH__*)."),
     ] = None,
     k: Annotated[
         int | None,
@@ -179,8 +185,16 @@ def query_command(
 
     Read-only: a data dir or alias with nothing ingested is an error, and nothing is created."""
     settings = _settings(data_dir)
+    if (user is None) == (token is None):
+        err.print("[red]error:[/] give either --user (with --group) or --token")
+        raise typer.Exit(2)
     try:
-        context = UserContext.of(user, group or [])
+        if token is not None:
+            from rag.resolve import IdentityResolver
+
+            context = IdentityResolver(settings).from_token(token)
+        else:
+            context = UserContext.of(user or "", group or [])
         result = Retriever.from_settings(settings).search(text, context, k)
         hits = result.hits
     except (RagError, ValueError) as exc:
@@ -191,7 +205,7 @@ def query_command(
             json.dumps(
                 {
                     "query": text,
-                    "user": user,
+                    "user": context.user_id,
                     "groups": sorted(context.groups),
                     "audit_id": result.audit_id,
                     "hits": [h.to_json() for h in hits],
@@ -299,9 +313,10 @@ def eval_command(
 
 
 def _register_more() -> None:
-    from rag.cli_audit import register
+    from rag import cli_audit, cli_directory
 
-    register(app, console, err)
+    cli_audit.register(app, console, err)
+    cli_directory.register(app, console, err)
 
 
 _register_more()

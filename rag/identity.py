@@ -153,6 +153,12 @@ class UserContext(BaseModel):
     groups: frozenset[str] = Field(default=frozenset(), description="Group ids of the user.")
     issuer: str | None = Field(None, description="The token issuer, when verified from one.")
     subject: str | None = Field(None, description="The token subject, when verified from one.")
+    aliases: frozenset[str] = Field(
+        default=frozenset(), description="Other ids of the same user (from the directory)."
+    )
+    expanded: bool = Field(
+        False, description="Whether the directory's groups and aliases were added already."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -165,16 +171,17 @@ class UserContext(BaseModel):
                 values["user_id"] = canonical_id(values["user_id"], case_sensitive=True)
             except InvalidPrincipalError as exc:
                 raise InvalidPrincipalError(f"invalid user id: {exc}") from None
-        raw = values.get("groups", ())
-        if isinstance(raw, str) or not isinstance(raw, Iterable):
-            raise InvalidPrincipalError(f"groups must be a collection of ids, not {shown(raw)}")
-        groups: set[str] = set()
-        for g in raw:
-            try:
-                groups.add(canonical_id(g, case_sensitive=True))
-            except InvalidPrincipalError as exc:
-                log.warning("dropped an invalid group of the caller: %s", exc)
-        values["groups"] = frozenset(groups)
+        for key in ("groups", "aliases"):
+            raw = values.get(key, ())
+            if isinstance(raw, str) or not isinstance(raw, Iterable):
+                raise InvalidPrincipalError(f"{key} must be a collection of ids, not {shown(raw)}")
+            kept: set[str] = set()
+            for g in raw:
+                try:
+                    kept.add(canonical_id(g, case_sensitive=True))
+                except InvalidPrincipalError as exc:
+                    log.warning("dropped an invalid %s entry of the caller: %s", key[:-1], exc)
+            values[key] = frozenset(kept)
         return values
 
     @classmethod
@@ -183,11 +190,13 @@ class UserContext(BaseModel):
         return cls(user_id=user_id, groups=frozenset(groups))
 
     def principals(self, *, case_sensitive: bool = False) -> frozenset[str]:
-        """Every principal this user holds: themself, their groups, and ``public``; with
+        """Every principal this user holds: themself (and their aliases), their groups, and
+        ``public``; with
         ``case_sensitive`` also the exact-case forms that case-sensitive sources store."""
-        held = {user(self.user_id), PUBLIC, *(group(g) for g in self.groups)}
+        ids = {self.user_id, *self.aliases}
+        held = {PUBLIC, *(user(u) for u in ids), *(group(g) for g in self.groups)}
         if case_sensitive:
-            held.add(user(self.user_id, case_sensitive=True))
+            held.update(user(u, case_sensitive=True) for u in ids)
             held.update(group(g, case_sensitive=True) for g in self.groups)
         return frozenset(held)
 

@@ -118,9 +118,8 @@ class SyncRun:
     plan: Plan
     summary: IngestSummary
     acls_confirmed_at: datetime | None = None
-    """When the listing that confirmed the ACLs began."""
-    confirmed: list[str] | None = None
-    """Documents whose ACL the listing confirmed; None: every document of the source."""
+    """When a *complete* listing that confirmed every ACL of the source began (None: the
+    listing was incomplete, so it confirms nothing as a whole)."""
 
 
 @dataclass
@@ -193,16 +192,15 @@ class Ingestor:
             log.error("deletions skipped: %s", plan.deletion_blocked)
         summary.deletion_blocked = plan.deletion_blocked
         summary.unchanged = len(plan.unchanged)
-        confirmed = None if listing.complete else [d.id for d in listing.documents]
-        return SyncRun(connector.name, listed_at, states, plan, summary, started, confirmed)
+        confirmed_at = started if listing.complete else None
+        return SyncRun(connector.name, listed_at, states, plan, summary, confirmed_at)
 
     def revoke(self, run: SyncRun) -> None:
         """Permission changes and deletions first: ACL-only updates, restores, tombstones."""
         with run.summary.timed("revoke"):
             revoked = self._revoke(run.plan, run.states, run.summary)
             if run.acls_confirmed_at is not None:  # after every ACL change is applied
-                self._store.confirm_acls(run.source, run.confirmed, run.acls_confirmed_at)
-                self._store.refresh()
+                self._store.confirm_acls(run.source, run.acls_confirmed_at)
         if revoked:
             delay = (datetime.now(UTC) - run.listed_at).total_seconds()
             run.summary.revocation_delay_seconds = delay

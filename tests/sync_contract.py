@@ -434,10 +434,19 @@ class SyncContract:
         assert not summary.listing_complete
         assert summary.oldest_acl_age_seconds is not None
         assert summary.oldest_acl_age_seconds >= 1.0
+        # an incomplete listing confirms nothing as a whole: past the bound, all is hidden
         bound = datetime.now(UTC) - before - timedelta(seconds=0.6)
-        fresh = retriever.retrieve("design note subsystem", ALICE, k=50, max_acl_age=bound)
-        assert {h.chunk.citation.uri for h in fresh} == {"eng/note-000.md"}
+        assert retriever.retrieve("design note subsystem", ALICE, k=50, max_acl_age=bound) == []
         assert uris(sync_settings, ALICE) == {f"eng/note-00{i}.md" for i in range(3)}
+        mid = datetime.now(UTC)
+        again = run(root, sync_settings)  # a complete listing confirms the source again
+        assert again.oldest_acl_age_seconds is not None
+        assert again.oldest_acl_age_seconds < (datetime.now(UTC) - before).total_seconds() - 1
+        recent = datetime.now(UTC) - mid + timedelta(seconds=0.5)
+        fresh = Retriever.from_settings(sync_settings).retrieve(
+            "design note subsystem", ALICE, k=50, max_acl_age=recent
+        )
+        assert {h.chunk.citation.uri for h in fresh} == {f"eng/note-00{i}.md" for i in range(3)}
         strict = sync_settings.model_copy(
             update={
                 "retrieval": sync_settings.retrieval.model_copy(

@@ -16,7 +16,8 @@ from rag.embeddings import build_embedder
 from rag.embeddings.base import Embedder, embed_query
 from rag.errors import AuditError, ConfigurationError, IndexNotFoundError, StoreError
 from rag.identity import UserContext, canonical_id, require_user
-from rag.models import SearchHit
+from rag.models import SearchHit, epoch_ms
+from rag.resolve import IdentityResolver
 from rag.stores import build_store
 from rag.stores.base import IndexInfo, TextSearchStore, VectorStore, check_compatible
 from rag.stores.limits import checked_k
@@ -58,6 +59,7 @@ class Retriever:
         audit_query_text: bool = False,
         audit_fail_closed: bool = True,
         max_acl_age: timedelta | None = None,
+        resolver: IdentityResolver | None = None,
     ) -> None:
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigurationError(f"unknown retrieval mode {mode!r}")
@@ -76,6 +78,7 @@ class Retriever:
         self._audit_text = audit_query_text
         self._audit_fail_closed = audit_fail_closed
         self._max_acl_age = max_acl_age
+        self._resolver = resolver
         self._checked = False
 
     def retrieve(
@@ -101,6 +104,8 @@ class Retriever:
         """:meth:`retrieve`, with the id of its audit record (for :meth:`feedback`)."""
         started = time.perf_counter()
         context = require_user(user)
+        if self._resolver is not None:  # the directory's aliases and transitive groups
+            context = self._resolver.expand(context)
         principals = context.principals(case_sensitive=self._case_sensitive)
         k = self._top_k if k is None else checked_k(k)
         age = max_acl_age if max_acl_age is not None else self._max_acl_age
@@ -114,7 +119,7 @@ class Retriever:
                 )
                 raise StoreError("the store returned a chunk the user may not read; refusing")
             checked = hit.chunk.acl_checked_at
-            if fresh_after is not None and (checked is None or checked < fresh_after):
+            if fresh_after is not None and epoch_ms(checked) < epoch_ms(fresh_after):
                 raise StoreError("the store returned a chunk with a stale ACL; refusing")
         if self._mode == "dense":  # BM25 and fused scores are not cosine similarities
             hits = [hit for hit in hits if hit.score >= self._min_score]
@@ -221,4 +226,5 @@ class Retriever:
                 if retrieval.max_acl_age_seconds is not None
                 else None
             ),
+            resolver=(IdentityResolver(settings) if settings.directory.backend != "none" else None),
         )

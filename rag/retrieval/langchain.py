@@ -16,6 +16,7 @@ from pydantic import ConfigDict
 
 from rag.identity import UserContext
 from rag.models import SearchHit
+from rag.resolve import IdentityResolver
 from rag.retrieval.core import Retriever
 
 
@@ -28,6 +29,14 @@ class PermissionAwareRetriever(BaseRetriever):
     user: UserContext | None
     k: int | None = None
     """Chunks per query; None: the core's ``top_k`` (``RAG_RETRIEVAL__TOP_K``)."""
+
+    @classmethod
+    def from_token(
+        cls, core: Retriever, resolver: IdentityResolver, token: str, **kwargs: Any
+    ) -> PermissionAwareRetriever:
+        """A retriever for the user a bearer token proves (AuthenticationError otherwise),
+        with the directory's groups and aliases."""
+        return cls(core=core, user=resolver.from_token(token), **kwargs)
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun

@@ -74,14 +74,19 @@ class VectorStore(Protocol):
         with ``acl_fresh_after``, only chunks whose ACL was confirmed since (fail closed)."""
         ...
 
-    def confirm_acls(self, source: str, document_ids: Sequence[str] | None, at: datetime) -> None:
-        """Record that the source confirmed these documents' ACLs at ``at`` (every document of
-        the source when ``document_ids`` is None)."""
+    def confirm_acls(self, source: str, at: datetime) -> None:
+        """Record that a complete listing of ``source`` that began at ``at`` confirmed every
+        ACL of the source (its watermark; chunks keep the time they were last written)."""
+        ...
+
+    def acl_watermarks(self) -> dict[str, datetime]:
+        """Each source's last complete ACL confirmation (read-only)."""
         ...
 
     def oldest_acl_check(self, source: str) -> datetime | None:
-        """The oldest ACL confirmation among the source's chunks; None if it has none, or if
-        any chunk's ACL was never confirmed."""
+        """The oldest ACL confirmation among the source's chunks: each chunk counts the later
+        of its own write and the source's watermark. None if the source has no chunks, or one
+        was never confirmed."""
         ...
 
     def refresh(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
@@ -48,23 +49,33 @@ _RESULT_COLUMNS: Final = [
     "_distance",
 ]
 _CHECKED: Final = "acl_checked_ms"
+_WATERMARK: Final = "acls_confirmed_at:"
 
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def compile_acl_filter(principals: AbstractSet[str], fresh_after_ms: int | None = None) -> str:
+def compile_acl_filter(
+    principals: AbstractSet[str],
+    fresh_after_ms: int | None = None,
+    fresh_sources: Collection[str] = (),
+) -> str:
     """The LanceDB (DataFusion SQL) filter admitting rows ``principals`` may read.
 
     Pure and deterministic. Principals are validated (canonical form) and bound as quoted SQL
     string literals: any id is a literal, never syntax. Deny wins over allow. With
-    ``fresh_after_ms``, only rows whose ACL was confirmed at or after it (epoch ms).
+    ``fresh_after_ms``, only rows whose ACL was confirmed at or after it (epoch ms): written
+    since, or in one of ``fresh_sources`` (confirmed whole by a complete listing since).
     """
     literals = ", ".join(_quote(p) for p in checked_principals(principals))
     where = f"array_has_any(allow, [{literals}]) AND NOT array_has_any(deny, [{literals}])"
     if fresh_after_ms is not None:
-        where += f" AND {_CHECKED} >= {int(fresh_after_ms)}"
+        fresh = f"{_CHECKED} >= {int(fresh_after_ms)}"
+        if fresh_sources:
+            names = ", ".join(_quote(s) for s in sorted(fresh_sources))
+            fresh = f"({fresh} OR source IN ({names}))"
+        where += f" AND {fresh}"
     return where
 
 
@@ -96,6 +107,7 @@ class LanceDBStore:
         self._db: Any = None
         self._table: Any = None
         self._info: IndexInfo | None = None
+        self._marks: tuple[float, dict[str, datetime]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -249,23 +261,37 @@ class LanceDBStore:
             raise StoreError(f"LanceDB ACL update failed: {exc}") from exc
         return int(rows.num_rows)
 
-    def confirm_acls(self, source: str, document_ids: Sequence[str] | None, at: datetime) -> None:
-        """Record that the source confirmed these documents' ACLs at ``at`` (all of the source's
-        documents when ``document_ids`` is None)."""
-        table = self._require_table()
-        base = f"source = {_quote(source)}"
-        wheres = [base]
-        if document_ids is not None:
-            ids = [_quote(checked_id(d)) for d in document_ids]
-            wheres = [
-                f"{base} AND document_id IN ({', '.join(ids[i : i + 500])})"
-                for i in range(0, len(ids), 500)
-            ]
+    def confirm_acls(self, source: str, at: datetime) -> None:
+        """The source's ACL watermark, kept in the meta table (one row per source)."""
+        self._require_table()
+        row = pa.table({"key": [_WATERMARK + source], "value": [str(epoch_ms(at))]})
+        meta = self._connect().open_table(self._meta_name)
         try:
-            for where in wheres:
-                table.update(where=where, values={_CHECKED: epoch_ms(at)})
+            meta.merge_insert(
+                "key"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(row)
         except Exception as exc:
-            raise StoreError(f"LanceDB ACL confirmation failed: {exc}") from exc
+            raise StoreError(f"LanceDB ACL watermark write failed: {exc}") from exc
+        self._marks = None
+
+    def acl_watermarks(self) -> dict[str, datetime]:
+        """Read-only; cached for a second (a stale answer is only ever older: fail closed)."""
+        now = time.monotonic()
+        if self._marks is not None and now - self._marks[0] < 1.0:
+            return self._marks[1]
+        self._marks = (now, self._read_watermarks())
+        return self._marks[1]
+
+    def _read_watermarks(self) -> dict[str, datetime]:
+        if not self._uri.exists() or self._meta_name not in self._table_names():
+            return {}
+        rows = self._connect().open_table(self._meta_name).to_arrow().to_pylist()
+        marks = {
+            r["key"].removeprefix(_WATERMARK): from_epoch_ms(int(r["value"]))
+            for r in rows
+            if r["key"].startswith(_WATERMARK)
+        }
+        return {source: at for source, at in marks.items() if at is not None}
 
     def oldest_acl_check(self, source: str) -> datetime | None:
         """The oldest ACL confirmation among the source's chunks (None: none, or never)."""
@@ -279,7 +305,9 @@ class LanceDBStore:
         )
         if rows.num_rows == 0:
             return None
-        return from_epoch_ms(int(pa.compute.min(rows.column(_CHECKED)).as_py()))
+        oldest = int(pa.compute.min(rows.column(_CHECKED)).as_py())
+        mark = self.acl_watermarks().get(source)
+        return from_epoch_ms(max(oldest, epoch_ms(mark)))
 
     def sync_state(self) -> LanceDBSyncState:
         """The sync state table beside this store's chunks table."""
@@ -326,7 +354,9 @@ class LanceDBStore:
         if not principals:
             raise AccessDeniedError("search without principals is refused")
         fresh = None if acl_fresh_after is None else epoch_ms(acl_fresh_after)
-        where = compile_acl_filter(principals, fresh)
+        marks = self.acl_watermarks()
+        sources = [s for s, at in marks.items() if fresh is not None and epoch_ms(at) >= fresh]
+        where = compile_acl_filter(principals, fresh, sources)
         k = checked_k(k)
         table = self._open_for_read()
         columns = list(_RESULT_COLUMNS)
@@ -355,7 +385,7 @@ class LanceDBStore:
             rows = query.to_arrow().to_pylist()
         except Exception as exc:
             raise StoreError(f"LanceDB search failed: {exc}") from exc
-        return [SearchHit(chunk=_chunk(r), score=1.0 - float(r["_distance"])) for r in rows]
+        return [SearchHit(chunk=_chunk(r, marks), score=1.0 - float(r["_distance"])) for r in rows]
 
     def count(self) -> int:
         return int(self._open_for_read().count_rows())
@@ -365,7 +395,11 @@ class LanceDBStore:
         return set(self._open_for_read().to_arrow().column("id").to_pylist())
 
 
-def _chunk(row: dict[str, Any]) -> Chunk:
+def _chunk(row: dict[str, Any], marks: dict[str, datetime] | None = None) -> Chunk:
+    """A chunk from a row; its ACL check time is the later of its write and its source's
+    watermark."""
+    mark = (marks or {}).get(row["source"])
+    checked = max(int(row.get(_CHECKED) or 0), epoch_ms(mark))
     return Chunk(
         id=row["id"],
         document_id=row["document_id"],
@@ -376,5 +410,5 @@ def _chunk(row: dict[str, Any]) -> Chunk:
         acl=Acl(allow=frozenset(row["allow"]), deny=frozenset(row["deny"])),
         citation=Citation.model_validate_json(row["citation"]),
         metadata=json.loads(row["metadata"]),
-        acl_checked_at=from_epoch_ms(row.get(_CHECKED)),
+        acl_checked_at=from_epoch_ms(checked),
     )

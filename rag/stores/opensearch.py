@@ -33,7 +33,15 @@ from rag.stores.base import (
     checked_principals,
 )
 from rag.stores.limits import checked_k
-from rag.stores.opensearch_dsl import ALLOW, CHECKED, DENY, bm25_query, index_body, knn_query
+from rag.stores.opensearch_dsl import (
+    ALLOW,
+    CHECKED,
+    DENY,
+    Fresh,
+    bm25_query,
+    index_body,
+    knn_query,
+)
 
 if TYPE_CHECKING:
     from rag.sync.opensearch_state import OpenSearchSyncState
@@ -42,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset({429, 502, 503, 504})
 _MAPPING_VERSION = "2"  # 2: language analyzer on the BM25 text field
+_WATERMARKS = "acls_confirmed_at"
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class OpenSearchStore:
         self._index: str | None = None
         self._info: IndexInfo | None = None
         self._dead_letters: list[DeadLetter] = []
+        self._marks: tuple[float, dict[str, datetime]] | None = None
 
     # -- client ------------------------------------------------------------------------------
     @property
@@ -212,31 +222,30 @@ class OpenSearchStore:
         self._bulk([_Op("update", cid, document_id, {"doc": doc}) for cid in ids])
         return len(ids)
 
-    def confirm_acls(self, source: str, document_ids: Sequence[str] | None, at: datetime) -> None:
-        """Record that the source confirmed these documents' ACLs at ``at`` (all of the source's
-        documents when ``document_ids`` is None)."""
-        script = {
-            "source": f"ctx._source.{CHECKED} = params.at",
-            "lang": "painless",
-            "params": {"at": epoch_ms(at)},
-        }
-        batches: list[list[dict[str, Any]]] = [[{"term": {"source": source}}]]
-        if document_ids is not None:
-            ids = [checked_id(d) for d in document_ids]
-            batches = [
-                [{"term": {"source": source}}, {"terms": {"document_id": ids[i : i + 1000]}}]
-                for i in range(0, len(ids), 1000)
-            ]
-        for filters in batches:
-            self._call(
-                "update_by_query",
-                self.client.update_by_query,
-                index=self._target(),
-                body={"query": {"bool": {"filter": filters}}, "script": script},
-                conflicts="proceed",
-                refresh=True,
-                slices="auto",
-            )
+    def confirm_acls(self, source: str, at: datetime) -> None:
+        """The source's ACL watermark, kept in the index mapping's ``_meta`` (read, merged and
+        written back: a lost race leaves an older watermark, which only hides more)."""
+        index = self._target()
+        meta = self._meta(index)
+        marks = dict(meta.get(_WATERMARKS) or {})
+        marks[source] = max(int(marks.get(source) or 0), epoch_ms(at))
+        body = {"_meta": {**meta, _WATERMARKS: marks}}
+        self._call("put mapping", self.client.indices.put_mapping, index=index, body=body)
+        self._marks = None
+
+    def _meta(self, index: str) -> dict[str, Any]:
+        mapping = self._call("get mapping", self.client.indices.get_mapping, index=index)
+        return dict(next(iter(mapping.values()))["mappings"].get("_meta") or {})
+
+    def acl_watermarks(self) -> dict[str, datetime]:
+        """Read-only; cached for a second (a stale answer is only ever older: fail closed)."""
+        now = time.monotonic()
+        if self._marks is not None and now - self._marks[0] < 1.0:
+            return self._marks[1]
+        raw = self._meta(self._read_target()).get(_WATERMARKS) or {}
+        marks = {s: from_epoch_ms(int(v)) for s, v in raw.items()}
+        self._marks = (now, {s: at for s, at in marks.items() if at is not None})
+        return self._marks[1]
 
     def oldest_acl_check(self, source: str) -> datetime | None:
         """The oldest ACL confirmation among the source's chunks (None: none, or never)."""
@@ -250,9 +259,10 @@ class OpenSearchStore:
         }
         result = self._call("search", self.client.search, index=self._target(), body=body)
         aggs = result["aggregations"]
-        if aggs["unknown"]["doc_count"] or result["hits"]["total"]["value"] == 0:
+        if result["hits"]["total"]["value"] == 0:
             return None
-        return from_epoch_ms(int(aggs["oldest"]["value"] or 0))
+        oldest = 0 if aggs["unknown"]["doc_count"] else int(aggs["oldest"]["value"] or 0)
+        return from_epoch_ms(max(oldest, epoch_ms(self.acl_watermarks().get(source))))
 
     def _ids_of(self, document_id: str) -> list[str]:
         """Chunk ids of one document (search_after paging: works on Serverless too)."""
@@ -355,10 +365,10 @@ class OpenSearchStore:
     ) -> list[SearchHit]:
         if not principals:
             raise AccessDeniedError("search without principals is refused")
-        fresh = _fresh_ms(acl_fresh_after)
+        fresh, marks = self._freshness(acl_fresh_after)
         body = knn_query(vector.tolist(), principals, checked_k(k), self._settings.ef_search, fresh)
         response = self._call("search", self.client.search, index=self._read_target(), body=body)
-        return self._hits(response, dense=True)
+        return _with_marks(self._hits(response, dense=True), marks)
 
     def search_text(
         self,
@@ -370,9 +380,10 @@ class OpenSearchStore:
     ) -> list[SearchHit]:
         """BM25 over chunk text, ACL-filtered in the query."""
         checked_principals(principals)
-        body = bm25_query(text, principals, checked_k(k), _fresh_ms(acl_fresh_after))
+        fresh, marks = self._freshness(acl_fresh_after)
+        body = bm25_query(text, principals, checked_k(k), fresh)
         response = self._call("search", self.client.search, index=self._read_target(), body=body)
-        return self._hits(response, dense=False)
+        return _with_marks(self._hits(response, dense=False), marks)
 
     def search_hybrid(
         self,
@@ -387,7 +398,7 @@ class OpenSearchStore:
         checked_principals(principals)
         depth = max(checked_k(k), 50)
         index = self._read_target()
-        fresh = _fresh_ms(acl_fresh_after)
+        fresh, marks = self._freshness(acl_fresh_after)
         bodies: list[dict[str, Any]] = [
             {"index": index},
             bm25_query(text, principals, depth, fresh),
@@ -400,7 +411,14 @@ class OpenSearchStore:
             if "error" in response:
                 raise StoreError(f"OpenSearch hybrid subquery failed: {response['error']}")
             rankings.append(self._hits(response, dense=dense))
-        return reciprocal_rank_fusion(rankings, k, self._settings.rrf_k)
+        return _with_marks(reciprocal_rank_fusion(rankings, k, self._settings.rrf_k), marks)
+
+    def _freshness(self, after: datetime | None) -> tuple[Fresh | None, dict[str, datetime]]:
+        marks = self.acl_watermarks()
+        if after is None:
+            return None, marks
+        since = epoch_ms(after)
+        return (since, [s for s, at in marks.items() if epoch_ms(at) >= since]), marks
 
     # the lucene engine scores cosinesimil as (1 + cos) / 2; we report cos, like every store
     def _hits(self, response: dict[str, Any], *, dense: bool) -> list[SearchHit]:
@@ -460,8 +478,17 @@ def _from_source(source: dict[str, Any]) -> Chunk:
     )
 
 
-def _fresh_ms(at: datetime | None) -> int | None:
-    return None if at is None else epoch_ms(at)
+def _with_marks(hits: list[SearchHit], marks: dict[str, datetime]) -> list[SearchHit]:
+    """Each chunk's ACL check time: the later of its write and its source's watermark."""
+    out = []
+    for hit in hits:
+        mark, own = marks.get(hit.chunk.source), hit.chunk.acl_checked_at
+        if mark is not None and (own is None or own < mark):
+            hit = hit.model_copy(
+                update={"chunk": hit.chunk.model_copy(update={"acl_checked_at": mark})}
+            )
+        out.append(hit)
+    return out
 
 
 def _make_client(settings: OpenSearchSettings) -> Any:

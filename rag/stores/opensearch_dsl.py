@@ -19,15 +19,21 @@ CHECKED = "acl_checked_ms"
 SOURCE_EXCLUDES = ["vector"]
 
 
-def compile_acl_filter(
-    principals: AbstractSet[str], fresh_after_ms: int | None = None
-) -> dict[str, Any]:
-    """The bool filter admitting documents ``principals`` may read (deny wins); with
-    ``fresh_after_ms``, only chunks whose ACL was confirmed at or after it (epoch ms)."""
+Fresh = tuple[int, Sequence[str]]
+"""A freshness bound: epoch ms, and the sources a complete listing confirmed whole since."""
+
+
+def compile_acl_filter(principals: AbstractSet[str], fresh: Fresh | None = None) -> dict[str, Any]:
+    """The bool filter admitting documents ``principals`` may read (deny wins); with ``fresh``,
+    only chunks whose ACL was confirmed since: written since, or in a source confirmed since."""
     values = checked_principals(principals)
     allowed: list[dict[str, Any]] = [{"terms": {ALLOW: values}}]
-    if fresh_after_ms is not None:
-        allowed.append({"range": {CHECKED: {"gte": int(fresh_after_ms)}}})
+    if fresh is not None:
+        since, sources = fresh
+        either: list[dict[str, Any]] = [{"range": {CHECKED: {"gte": int(since)}}}]
+        if sources:
+            either.append({"terms": {"source": sorted(sources)}})
+        allowed.append({"bool": {"should": either, "minimum_should_match": 1}})
     return {"bool": {"filter": allowed, "must_not": [{"terms": {DENY: values}}]}}
 
 
@@ -36,7 +42,7 @@ def knn_query(
     principals: AbstractSet[str],
     k: int,
     ef_search: int,
-    fresh_after_ms: int | None = None,
+    fresh: Fresh | None = None,
 ) -> dict[str, Any]:
     """A k-NN search with the ACL filter inside the k-NN clause."""
     return {
@@ -47,7 +53,7 @@ def knn_query(
                 "vector": {
                     "vector": [float(x) for x in vector],
                     "k": max(k, ef_search),
-                    "filter": compile_acl_filter(principals, fresh_after_ms),
+                    "filter": compile_acl_filter(principals, fresh),
                 }
             }
         },
@@ -55,7 +61,7 @@ def knn_query(
 
 
 def bm25_query(
-    text: str, principals: AbstractSet[str], k: int, fresh_after_ms: int | None = None
+    text: str, principals: AbstractSet[str], k: int, fresh: Fresh | None = None
 ) -> dict[str, Any]:
     """A BM25 search on the chunk text, ACL-filtered in the same bool query."""
     return {
@@ -64,7 +70,7 @@ def bm25_query(
         "query": {
             "bool": {
                 "must": [{"match": {"text": {"query": text}}}],
-                "filter": [compile_acl_filter(principals, fresh_after_ms)],
+                "filter": [compile_acl_filter(principals, fresh)],
             }
         },
     }
