@@ -365,8 +365,9 @@ class OpenSearchStore:
     ) -> list[SearchHit]:
         if not principals:
             raise AccessDeniedError("search without principals is refused")
+        k = checked_k(k)
         fresh, marks = self._freshness(acl_fresh_after)
-        body = knn_query(vector.tolist(), principals, checked_k(k), self._settings.ef_search, fresh)
+        body = knn_query(vector.tolist(), principals, k, self._settings.ef_search, fresh)
         response = self._call("search", self.client.search, index=self._read_target(), body=body)
         return _with_marks(self._hits(response, dense=True), marks)
 
@@ -380,8 +381,9 @@ class OpenSearchStore:
     ) -> list[SearchHit]:
         """BM25 over chunk text, ACL-filtered in the query."""
         checked_principals(principals)
+        k = checked_k(k)
         fresh, marks = self._freshness(acl_fresh_after)
-        body = bm25_query(text, principals, checked_k(k), fresh)
+        body = bm25_query(text, principals, k, fresh)
         response = self._call("search", self.client.search, index=self._read_target(), body=body)
         return _with_marks(self._hits(response, dense=False), marks)
 
