@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench [store|opensearch|sync|embeddings|all] [--rows N]``.
+"""Run the benchmarks: ``python -m bench [store|opensearch|sync|embeddings|identity|all]``.
 
 SciFact quality figures come from ``rag eval --suite scifact-nightly`` (see evaluation/)."""
 
@@ -12,8 +12,8 @@ def main() -> None:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["store", "opensearch"],
-        choices=["store", "opensearch", "sync", "embeddings", "all"],
+        default=["store", "opensearch", "identity"],
+        choices=["store", "opensearch", "sync", "embeddings", "identity", "all"],
     )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
@@ -27,7 +27,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     which = (
-        {"store", "opensearch", "sync", "embeddings"} if "all" in args.which else set(args.which)
+        {"store", "opensearch", "sync", "embeddings", "identity"}
+        if "all" in args.which
+        else set(args.which)
     )
     if "store" in which:
         from bench import store_acl
@@ -45,6 +47,10 @@ def main() -> None:
         from bench import embeddings
 
         embeddings.run()
+    if "identity" in which:
+        from bench import identity
+
+        identity.run()
 
 
 if __name__ == "__main__":
