@@ -99,6 +99,7 @@ def run_eval_suite(name: str) -> dict[str, Any]:
         Settings(), _connection(OPENSEARCH_CONN), _connection(AWS_CONN)
     )
     result = run_suite(load_suite(name), REPORTS_DIR, base.data_dir / "eval", base)
+    result.feedback = feedback_rates(base)
     report = write_report(result, REPORTS_DIR)
     summary = {
         "suite": name,
@@ -125,3 +126,17 @@ def sync_directory() -> dict[str, Any]:
     if not summary.applied:
         raise RuntimeError(f"directory snapshot not applied: {summary.errors}")
     return summary.model_dump(mode="json", exclude={"added_memberships", "removed_memberships"})
+
+
+def feedback_rates(settings: Any, days: float = 7.0) -> list[dict[str, Any]]:
+    """The users' helpful rate per source and mode over the last ``days`` (audit trail)."""
+    from datetime import UTC, datetime, timedelta
+
+    from evaluation.feedback import helpful_rates
+    from rag.audit import build_audit_sink
+
+    sink = build_audit_sink(settings)
+    if sink is None:
+        return []
+    since = datetime.now(UTC) - timedelta(days=days)
+    return [r.to_json() for r in helpful_rates(sink, since)]

@@ -150,6 +150,25 @@ def render_html(result: SuiteResult, history: list[dict[str, Any]]) -> str:
             )
             classes.append(["", "", "", "leak" if p.leaks else "", *[""] * len(names)])
         parts.append(_table(["persona", "may read", "queries", "leaks", *names], rows, classes))
+    parts.append("<h2>User feedback (helpful rate per source and mode)</h2>")
+    if result.feedback:
+        parts.append(
+            _table(
+                ["source", "mode", "votes", "helpful", "helpful rate"],
+                [
+                    [
+                        str(f["source"]),
+                        str(f["mode"]),
+                        str(f["votes"]),
+                        str(f["helpful"]),
+                        f"{f['rate']:.1%}",
+                    ]
+                    for f in result.feedback
+                ],
+            )
+        )
+    else:
+        parts.append("<p class='meta'>No feedback recorded in this period.</p>")
     parts.append("<h2>Plots</h2><div class='plots'>")
     for title, data in _plots(result, history):
         parts.append(
@@ -176,6 +195,12 @@ def render_markdown(result: SuiteResult) -> str:
     ]
     lines += ["| measure | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(result.headline().items())]
+    if result.feedback:
+        lines += ["", "| source | mode | votes | helpful rate |", "|---|---|---|---|"]
+        lines += [
+            f"| {f['source']} | {f['mode']} | {f['votes']} | {f['rate']:.1%} |"
+            for f in result.feedback
+        ]
     if result.failures:
         lines += ["", "Failures:", *[f"- {f}" for f in result.failures]]
     return "\n".join(lines) + "\n"

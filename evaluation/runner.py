@@ -63,6 +63,8 @@ class SuiteResult:
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     previous: dict[str, Any] | None = None
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    """Users' helpful rate per source and mode (from the audit trail), when attached."""
 
     @property
     def passed(self) -> bool:
@@ -89,6 +91,7 @@ class SuiteResult:
             "notes": self.notes,
             "headline": self.headline(),
             "previous": self.previous,
+            "feedback": self.feedback,
             "modes": [
                 {"mode": m.mode, "personas": [p.__dict__ for p in m.personas]} for m in self.modes
             ],

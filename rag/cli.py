@@ -296,6 +296,7 @@ def eval_command(
 
     try:
         result = run_suite(load_suite(suite), out, (data_dir or Path(".rag")) / "eval")
+        result.feedback = _feedback(_settings(data_dir))
     except RagError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -310,6 +311,20 @@ def eval_command(
         console.print(f"  [red]{failure}[/]")
     console.print(f"[red]FAIL[/] {result.suite}")
     raise typer.Exit(1)
+
+
+def _feedback(settings: Settings) -> list[dict[str, object]]:
+    """The users' helpful rate per source and mode over the last week, from the audit trail."""
+    from datetime import UTC, datetime, timedelta
+
+    from evaluation.feedback import helpful_rates
+    from rag.audit import build_audit_sink
+
+    sink = build_audit_sink(settings)
+    if sink is None:
+        return []
+    since = datetime.now(UTC) - timedelta(days=7)
+    return [r.to_json() for r in helpful_rates(sink, since)]
 
 
 def _register_more() -> None:

@@ -126,3 +126,26 @@ def test_cli_audit_and_feedback(indexed: Settings, monkeypatch: pytest.MonkeyPat
     assert verdict.helpful
     bad = runner.invoke(app, ["audit", "--since", "yesterday-ish"])
     assert bad.exit_code == 1 and "--since" in bad.output
+
+
+def test_helpful_rate_per_source_and_mode_reaches_the_report(indexed: Settings) -> None:
+    from evaluation.feedback import helpful_rates
+    from evaluation.report import render_html, render_markdown
+    from evaluation.runner import SuiteResult
+
+    retriever = Retriever.from_settings(indexed)
+    ids = [retriever.search("design note", ALICE).audit_id for _ in range(3)]
+    nothing = retriever.search("design note", UserContext.of("nobody")).audit_id
+    for audit_id, helpful in zip([*ids, nothing], [True, True, False, False], strict=True):
+        assert audit_id is not None
+        retriever.feedback(audit_id, helpful)
+    retriever.feedback(ids[2], True)  # a user changed their mind: the latest vote wins
+    rates = {
+        (r.source, r.mode): r for r in helpful_rates(JsonlAuditSink(indexed.data_dir / "audit"))
+    }
+    assert (rates[("src", "dense")].votes, rates[("src", "dense")].helpful) == (3, 3)
+    assert rates[("(no hits)", "dense")].rate == 0.0
+    result = SuiteResult("s", "now", 1.0, 1, 1, [], feedback=[r.to_json() for r in rates.values()])
+    page = render_html(result, [])
+    assert "User feedback" in page and "100.0%" in page
+    assert "| src | dense | 3 | 100.0% |" in render_markdown(result)
