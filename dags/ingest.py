@@ -38,20 +38,20 @@ def build(source: str, schedule: str | None) -> DAG:
             return glue.list_changes(source, full)
 
         @task
-        def batches(listed: dict[str, Any]) -> list[list[dict[str, Any]]]:
-            return list(listed["batches"])
+        def batches(listed: dict[str, Any]) -> list[int]:
+            return list(range(int(listed["batches"])))
 
         @task(pool=glue.EMBEDDING_POOL, max_active_tis_per_dag=4)
-        def process_batch(batch: list[dict[str, Any]]) -> dict[str, Any]:
-            return glue.process_batch(source, batch)
+        def process_batch(listed: dict[str, Any], index: int) -> dict[str, Any]:
+            return glue.process_batch(source, str(listed["run_id"]), index)
 
         @task(trigger_rule="all_done")
-        def finalize(listed: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
-            return glue.finalize(source, listed, list(parts))
+        def finalize(listed: dict[str, Any]) -> dict[str, Any]:
+            return glue.finalize(source, str(listed["run_id"]))
 
         listed = list_changes()
-        processed = process_batch.expand(batch=batches(listed))
-        finalize(listed, processed)
+        processed = process_batch.partial(listed=listed).expand(index=batches(listed))
+        processed >> finalize(listed)
 
     return ingest()
 

@@ -62,25 +62,21 @@ def list_changes(source: str, full_resync: bool = False) -> dict[str, Any]:
     return run(spec, settings, full_resync)
 
 
-def process_batch(source: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
+def process_batch(source: str, run_id: str, index: int) -> dict[str, Any]:
     from rag.orchestration import process_batch as run
 
     spec, settings = _context(source)
-    return run(spec, settings, batch)
+    return run(spec, settings, run_id, index)
 
 
-def finalize(source: str, listed: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, Any]:
+def finalize(source: str, run_id: str) -> dict[str, Any]:
     from rag.orchestration import finalize as run
 
     spec, settings = _context(source)
-    done = [b for b in batches if b]
-    summary = run(spec, settings, listed, done)
-    failed = len(listed["batches"]) - len(done)
-    if failed:  # the work of the good batches is kept; their documents stay pending
-        raise RuntimeError(
-            f"{failed} of {len(listed['batches'])} batches failed; summary: {summary}"
-        )
-    return summary
+    result = run(spec, settings, run_id)
+    if result["status"] != "succeeded":  # the good batches' work is kept; the rest stays pending
+        raise RuntimeError(f"sync run {run_id} is {result['status']}: {result['error']}")
+    return result
 
 
 def eval_suites() -> list[str]:

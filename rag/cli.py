@@ -328,10 +328,11 @@ def _feedback(settings: Settings) -> list[dict[str, object]]:
 
 
 def _register_more() -> None:
-    from rag import cli_audit, cli_directory
+    from rag import cli_audit, cli_directory, cli_runs
 
     cli_audit.register(app, console, err)
     cli_directory.register(app, console, err)
+    cli_runs.register(app, console, err)
 
 
 _register_more()

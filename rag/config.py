@@ -160,6 +160,9 @@ class AuditSettings(_Section):
 
 
 class SyncSettings(_Section):
+    batch_size: int = Field(
+        200, ge=1, description="Documents per batch of a run (and per mapped task in a DAG)."
+    )
     max_delete_share: float = Field(
         0.5,
         ge=0,

@@ -1,9 +1,12 @@
 """The steps of a scheduled sync as functions with JSON-serializable inputs and outputs, so an
 orchestrator (the Airflow DAGs in ``dags/``) can run them as separate, retryable tasks:
 
-    list_changes  -> plan the sync, apply revocations first, cut the work into batches
-    process_batch -> parse, chunk, embed and load one batch (safe to re-run)
+    list_changes  -> plan the sync, apply revocations first, store the run record and batches
+    process_batch -> parse, chunk, embed and load one stored batch (safe to re-run)
     finalize      -> purge tombstoned documents, build indexes, the run summary
+
+Only ``run_id`` and a batch index pass between steps (a few hundred bytes at any corpus size):
+everything else is in the run record beside the index (``rag.sync.runs``).
 
 Nothing here imports an orchestrator.
 """
@@ -14,11 +17,10 @@ from typing import Any
 
 from connectors.registry import build_connector
 from rag.config import Settings
-from rag.models import SourceDocument
-from rag.pipeline import Ingestor, IngestSummary
+from rag.pipeline import Ingestor
+from rag.runs import finish_run, run_batch, start_run
 from rag.sources import SourceSpec, derive_settings
 from rag.stores import build_store
-from rag.sync import DocState
 
 
 def _ingestor(settings: Settings) -> Ingestor:
@@ -32,44 +34,28 @@ def _connector(spec: SourceSpec) -> Any:
 
 
 def list_changes(spec: SourceSpec, settings: Settings, full_resync: bool = False) -> dict[str, Any]:
-    ingestor = _ingestor(settings)
-    run = ingestor.begin(_connector(spec), full_resync=full_resync)
-    ingestor.revoke(run)
-    docs = run.plan.to_process
-    size = spec.batch_size
+    """Plan the run and apply revocations; the plan goes to the run record, not to XCom."""
+    record = start_run(
+        _ingestor(settings), _connector(spec), spec.batch_size, full_resync=full_resync
+    )
+    return {"run_id": record.run_id, "batches": record.batch_count}
+
+
+def process_batch(spec: SourceSpec, settings: Settings, run_id: str, index: int) -> dict[str, Any]:
+    """One batch of a stored run (a batch already done is not redone)."""
+    batch = run_batch(_ingestor(settings), _connector(spec), run_id, index)
+    return {"run_id": run_id, "batch": index, "status": batch.status}
+
+
+def finalize(spec: SourceSpec, settings: Settings, run_id: str) -> dict[str, Any]:
+    """Purge, indexes, the run's summary; the record says which batches are done."""
+    record = finish_run(_ingestor(settings), run_id)
     return {
-        "source": spec.name,
-        "batches": [
-            [d.model_dump(mode="json") for d in docs[i : i + size]]
-            for i in range(0, len(docs), size)
-        ],
-        "purge": [s.model_dump(mode="json") for s in run.plan.purge],
-        "summary": run.summary.to_json(),
+        "run_id": run_id,
+        "status": record.status,
+        "error": record.error,
+        "summary": record.summary,
     }
-
-
-def process_batch(
-    spec: SourceSpec, settings: Settings, batch: list[dict[str, Any]]
-) -> dict[str, Any]:
-    ingestor = _ingestor(settings)
-    summary = IngestSummary(source=spec.name)
-    documents = [SourceDocument.model_validate(d) for d in batch]
-    ingestor.process(_connector(spec), documents, summary)
-    ingestor.account(summary)
-    return summary.to_json()
-
-
-def finalize(
-    spec: SourceSpec, settings: Settings, listed: dict[str, Any], batches: list[dict[str, Any]]
-) -> dict[str, Any]:
-    ingestor = _ingestor(settings)
-    summary = IngestSummary.from_json(listed["summary"])
-    for part in batches:
-        if part:
-            summary.merge(IngestSummary.from_json(part))
-    purge = [DocState.model_validate(s) for s in listed["purge"]]
-    ingestor.purge(spec.name, purge, summary)
-    return ingestor.finish(summary).to_json()
 
 
 def settings_from_connections(

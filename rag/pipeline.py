@@ -33,6 +33,7 @@ from rag.quarantine import Quarantine, QuarantineRecord
 from rag.stores import IndexInfo, VectorStore, build_store
 from rag.sync import DocState, Plan, SyncStateStore, acl_digest
 from rag.sync.plan import plan_with
+from rag.sync.runs import RunLog
 from rag.sync.state import Status
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class IngestSummary:
     """What one run did."""
 
     source: str
+    run_id: str | None = None
     listing_complete: bool = True
     documents_listed: int = 0
     documents_ingested: int = 0
@@ -140,8 +142,12 @@ class Ingestor:
         store: VectorStore,
         embedder: Embedder,
         progress: Progress | None = None,
+        checkpoint: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._checkpoint = checkpoint
+        self._done_before = 0  # documents of earlier batches (progress across a whole run)
+        self._total: int | None = None
         self._store = store
         self._model = embedder
         self._embedder: Embedder = embedder
@@ -152,6 +158,16 @@ class Ingestor:
         self._state: SyncStateStore | None = None
 
     # -- steps (the DAG runs them as separate tasks; run() runs them in one process) ---------
+    def checkpoint(self, name: str) -> None:
+        """A named point of the run (``revoked``, ``flushed``, ``batch``): tests kill here."""
+        if self._checkpoint is not None:
+            self._checkpoint(name)
+
+    @property
+    def run_log(self) -> RunLog:
+        """The stored records of sync runs beside the index."""
+        return self._store.run_log()
+
     def _open(self, source: str) -> None:
         """Meter and cache the model for ``source``; open the index and its sync state."""
         if self._state is not None:
@@ -205,6 +221,7 @@ class Ingestor:
             delay = (datetime.now(UTC) - run.listed_at).total_seconds()
             run.summary.revocation_delay_seconds = delay
         run.summary.new, run.summary.changed = len(run.plan.new), len(run.plan.changed)
+        self.checkpoint("revoked")
 
     def process(
         self, connector: Connector, documents: Sequence[SourceDocument], summary: IngestSummary
@@ -234,12 +251,21 @@ class Ingestor:
         return summary
 
     def run(self, connector: Connector, *, full_resync: bool = False) -> IngestSummary:
-        """One whole sync: plan, revoke, process, purge, finish."""
-        run = self.begin(connector, full_resync=full_resync)
-        self.revoke(run)
-        self.process(connector, run.plan.to_process, run.summary)
-        self.purge(connector.name, run.plan.purge, run.summary)
-        return self.finish(run.summary)
+        """One whole sync, recorded as the orchestrators run it: start (plan, revoke), each
+        batch, finish (purge, indexes, summary)."""
+        from rag.runs import finish_run, run_batch, start_run
+
+        size = self._settings.sync.batch_size
+        record = start_run(self, connector, size, full_resync=full_resync)
+        self._total = sum(len(ids) for k, ids in record.plan.items() if k in ("new", "changed"))
+        for index in range(record.batch_count):
+            self._done_before = index * size
+            run_batch(self, connector, record.run_id, index)
+            self.checkpoint("batch")
+        final = finish_run(self, record.run_id)
+        summary = IngestSummary.from_json(final.summary)
+        summary.run_id = final.run_id
+        return summary
 
     def account(self, summary: IngestSummary) -> None:
         """Add this process's embedding usage to ``summary``."""
@@ -314,7 +340,7 @@ class Ingestor:
                     self._flush(pending, summary)
                     pending = _Pending()
             if self._progress is not None:
-                self._progress(done, len(documents))
+                self._progress(self._done_before + done, self._total or len(documents))
         self._flush(pending, summary)
 
     def _prepare(
@@ -385,6 +411,7 @@ class Ingestor:
         summary.documents_ingested += len(pending.documents)
         summary.chunks += len(chunks)
         summary.tokens += sum(c.token_count for c in chunks)
+        self.checkpoint("flushed")
 
     def _dead_letters(self, pending: _Pending, summary: IngestSummary) -> None:
         """Chunks the store rejected for good: their documents are quarantined, loudly."""
@@ -480,6 +507,7 @@ def ingest(
     embedder: Embedder | None = None,
     progress: Progress | None = None,
     full_resync: bool = False,
+    checkpoint: Callable[[str], None] | None = None,
 ) -> IngestSummary:
     """Sync everything ``connector`` lists into the store the settings name.
 
@@ -487,4 +515,5 @@ def ingest(
     """
     model = embedder or build_embedder(settings.embedding)
     target = store if store is not None else build_store(settings)
-    return Ingestor(settings, target, model, progress).run(connector, full_resync=full_resync)
+    ingestor = Ingestor(settings, target, model, progress, checkpoint)
+    return ingestor.run(connector, full_resync=full_resync)

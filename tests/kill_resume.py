@@ -1,4 +1,5 @@
-"""Kill an ingestion with SIGKILL mid-run, re-run it, and compare with a clean run."""
+"""Kill an ingestion with SIGKILL at fixed points of the run (checkpoint hooks, not timers),
+re-run it, and compare with a clean run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,23 @@ from rag.stores import build_store
 from tests.sync_contract import make_corpus, rows
 
 _CHILD = """
-import sys
+import os, signal, sys
+from collections import Counter
 from connectors.filesystem import FilesystemConnector
 from rag.config import Settings
 from rag.pipeline import ingest
 settings = Settings.model_validate_json(sys.argv[2])
-print("started", flush=True)
-ingest(FilesystemConnector(sys.argv[1], "src"), settings)
+point, nth = sys.argv[3], int(sys.argv[4])
+seen = Counter()
+def checkpoint(name):
+    seen[name] += 1
+    if name == point and seen[name] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+ingest(FilesystemConnector(sys.argv[1], "src"), settings, checkpoint=checkpoint)
 print("finished", flush=True)
 """
+# where the child kills itself: after the revocations, mid-batch, between batches, mid-batch
+KILL_POINTS = (("revoked", 1), ("flushed", 3), ("batch", 1), ("flushed", 9))
 
 
 def _settings(data: Path, backend: dict[str, Any]) -> Settings:
@@ -35,11 +43,12 @@ def _settings(data: Path, backend: dict[str, Any]) -> Settings:
             "data_dir": str(data),
             "embedding": {"provider": "hash", "batch_size": 2},
             "store": backend,
+            "sync": {"batch_size": 40},
         }
     )
 
 
-def assert_kill_and_resume(tmp_path: Path, backend: dict[str, Any], docs: int = 400) -> None:
+def assert_kill_and_resume(tmp_path: Path, backend: dict[str, Any], docs: int = 200) -> None:
     root = make_corpus(tmp_path / "src", docs=docs)
     clean = _settings(tmp_path / "clean", backend_named(backend, "clean"))
     ingest(FilesystemConnector(root, "src"), clean)
@@ -47,22 +56,16 @@ def assert_kill_and_resume(tmp_path: Path, backend: dict[str, Any], docs: int = 
 
     killed = _settings(tmp_path / "killed", backend_named(backend, "killed"))
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    kills = 0
-    for delay in (1.0, 2.0, 3.5):
-        child = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(root), killed.model_dump_json()],
-            stdout=subprocess.PIPE,
+    for point, nth in KILL_POINTS:
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(root), killed.model_dump_json(), point, str(nth)],
+            capture_output=True,
             env=env,
             text=True,
+            timeout=300,
+            check=False,
         )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "started"
-        time.sleep(delay)
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-            kills += 1
-        child.wait()
-    assert kills >= 1, "the run finished before it could be killed; use a bigger corpus"
+        assert child.returncode == -signal.SIGKILL, (point, nth, child.stdout, child.stderr)
     ingest(FilesystemConnector(root, "src"), killed)
     got = rows(build_store(killed))
     assert got.keys() == expected.keys()  # same chunk ids: no orphans, nothing missing

@@ -15,6 +15,7 @@ from rag.identity import validate_principal
 from rag.models import Acl, Chunk, SearchHit
 
 if TYPE_CHECKING:
+    from rag.sync.runs import RunLog
     from rag.sync.state import SyncStateStore
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,256}$")
@@ -104,6 +105,10 @@ class VectorStore(Protocol):
 
     def sync_state(self) -> SyncStateStore:
         """The durable sync state kept beside this index."""
+        ...
+
+    def run_log(self) -> RunLog:
+        """The records of sync runs kept beside this index."""
         ...
 
     def count(self) -> int:

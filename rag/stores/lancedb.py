@@ -33,6 +33,7 @@ from rag.stores.base import (
 from rag.stores.limits import checked_k
 
 if TYPE_CHECKING:
+    from rag.sync.lancedb_runs import LanceDBRunLog
     from rag.sync.lancedb_state import LanceDBSyncState
 
 _RESULT_COLUMNS: Final = [
@@ -308,6 +309,12 @@ class LanceDBStore:
         oldest = int(pa.compute.min(rows.column(_CHECKED)).as_py())
         mark = self.acl_watermarks().get(source)
         return from_epoch_ms(max(oldest, epoch_ms(mark)))
+
+    def run_log(self) -> LanceDBRunLog:
+        """Sync run records in a table beside this store's chunks table."""
+        from rag.sync.lancedb_runs import LanceDBRunLog
+
+        return LanceDBRunLog(self._connect, self._settings.table)
 
     def sync_state(self) -> LanceDBSyncState:
         """The sync state table beside this store's chunks table."""

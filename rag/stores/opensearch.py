@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Collection, Iterator, Sequence
 from collections.abc import Set as AbstractSet
@@ -44,11 +43,13 @@ from rag.stores.opensearch_dsl import (
 )
 
 if TYPE_CHECKING:
+    from rag.sync.opensearch_runs import OpenSearchRunLog
     from rag.sync.opensearch_state import OpenSearchSyncState
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE = frozenset({429, 502, 503, 504})
+_REJECTED = 429  # the status streaming_bulk retries
+_UNAVAILABLE = frozenset({502, 503, 504})  # retried as if 429
 _MAPPING_VERSION = "2"  # 2: language analyzer on the BM25 text field
 _WATERMARKS = "acls_confirmed_at"
 
@@ -285,56 +286,59 @@ class OpenSearchStore:
         index = self._target()
         size = self._settings.bulk_batch
         for start in range(0, len(ops), size):
-            self._bulk_with_retries(index, list(ops[start : start + size]))
+            self._send(index, ops[start : start + size])
 
-    def _bulk_with_retries(self, index: str, pending: list[_Op]) -> None:
-        """Send ops; retry only the items rejected with 429/5xx, with backoff and jitter."""
-        from opensearchpy.exceptions import ConnectionError as OSConnectionError
+    def _send(self, index: str, ops: Sequence[_Op]) -> None:
+        """One batch through ``streaming_bulk``, which resends only the items (or the whole
+        request) rejected as temporary, with exponential backoff, at most ``max_retries`` times.
+        Items rejected for good are dead letters; a spent budget or a failed request is a
+        :class:`StoreError` (after the batch's dead letters are recorded)."""
         from opensearchpy.exceptions import TransportError
+        from opensearchpy.helpers import streaming_bulk
 
-        for attempt in range(self._settings.max_retries + 1):
-            body: list[dict[str, Any]] = []
-            for op in pending:
-                body.append({op.action: {"_index": index, "_id": op.chunk_id}})
-                if op.body is not None:
-                    body.append(op.body)
-            try:
-                response = self.client.bulk(body=body, refresh=self._settings.refresh)
-            except (OSConnectionError, TransportError) as exc:
-                status = getattr(exc, "status_code", None)
-                if isinstance(status, int) and status not in _RETRYABLE:
-                    raise StoreError(f"OpenSearch bulk failed: {exc}") from exc
-                log.warning("bulk request failed (%s); retrying %d items", exc, len(pending))
-                self._sleep(attempt)
-                continue
-            retry: list[_Op] = []
-            for op, item in zip(pending, response["items"], strict=True):
-                result = item[op.action]
-                status = int(result.get("status", 500))
-                if status < 300 or (op.action == "delete" and status == 404):
-                    continue
-                if status in _RETRYABLE:
-                    retry.append(op)
-                else:
-                    error = json.dumps(result.get("error", {}))[:500]
-                    self._dead_letters.append(
-                        DeadLetter(op.chunk_id, op.document_id, status, error)
-                    )
-                    log.error("dead letter %s (%s): %s", op.chunk_id, status, error)
-            if not retry:
-                return
-            pending = retry
-            log.info("retrying %d rejected bulk items (attempt %d)", len(retry), attempt + 1)
-            self._sleep(attempt)
-        raise StoreError(
-            f"bulk retry budget spent: {len(pending)} items still rejected after "
-            f"{self._settings.max_retries} retries"
+        s = self._settings
+        documents = {op.chunk_id: op.document_id for op in ops}
+        failures = streaming_bulk(
+            _RetryUnavailable(self.client),
+            [_action(index, op) for op in ops],
+            chunk_size=len(ops),
+            raise_on_error=False,  # failed items are yielded: dead letters
+            raise_on_exception=True,  # a failed request (after its retries) is raised
+            max_retries=s.max_retries,
+            # seconds; typed int there, but fractions work (they only reach time.sleep)
+            initial_backoff=s.backoff_seconds,  # type: ignore[arg-type]
+            max_backoff=s.backoff_max_seconds,  # type: ignore[arg-type]
+            yield_ok=False,
+            refresh=s.refresh,
         )
-
-    def _sleep(self, attempt: int) -> None:
-        """Exponential backoff with full jitter."""
-        cap = min(self._settings.backoff_max_seconds, self._settings.backoff_seconds * 2**attempt)
-        time.sleep(random.uniform(0, cap))  # noqa: S311 - jitter, not cryptography
+        spent = 0
+        try:
+            for _, failure in failures:
+                action, result = next(iter(failure.items()))
+                status = int(result.get("status", 500))
+                if action == "delete" and status == 404:
+                    continue
+                if status == _REJECTED:  # still rejected on the last attempt
+                    spent += 1
+                    continue
+                chunk_id = str(result.get("_id"))
+                error = json.dumps(result.get("error", {}))[:500]
+                self._dead_letters.append(
+                    DeadLetter(chunk_id, documents.get(chunk_id, ""), status, error)
+                )
+                log.error("dead letter %s (%s): %s", chunk_id, status, error)
+        except TransportError as exc:
+            if exc.status_code == _REJECTED:
+                raise StoreError(
+                    f"bulk retry budget spent: the request was still rejected after "
+                    f"{s.max_retries} retries: {exc}"
+                ) from exc
+            raise StoreError(f"OpenSearch bulk failed: {exc}") from exc
+        if spent:
+            raise StoreError(
+                f"bulk retry budget spent: {spent} items still rejected after "
+                f"{s.max_retries} retries"
+            )
 
     @property
     def dead_letters(self) -> list[DeadLetter]:
@@ -347,6 +351,12 @@ class OpenSearchStore:
     def optimize(self) -> None:
         """Called once at the end of an ingestion: make every write visible."""
         self.refresh()
+
+    def run_log(self) -> OpenSearchRunLog:
+        """Sync run records in an index beside this store's physical index."""
+        from rag.sync.opensearch_runs import OpenSearchRunLog
+
+        return OpenSearchRunLog(lambda: self.client, self._target, self._settings.replicas)
 
     def sync_state(self) -> OpenSearchSyncState:
         """The sync state index beside this store's physical index."""
@@ -448,6 +458,47 @@ class OpenSearchStore:
             yield hit["_id"]
 
 
+def _action(index: str, op: _Op) -> dict[str, Any]:
+    """One bulk action as ``streaming_bulk`` takes it."""
+    action: dict[str, Any] = {"_op_type": op.action, "_index": index, "_id": op.chunk_id}
+    if op.body is not None:
+        action["_source"] = op.body
+    return action
+
+
+class _RetryUnavailable:
+    """The client as ``streaming_bulk`` sees it. That helper retries only 429s (an item, or
+    the whole request); an item or a request answered 502/503/504, or a lost connection, is as
+    temporary, so it is handed over as a 429: every temporary failure shares one budget and
+    one backoff, as the store promises. Bulk actions are idempotent (index, update and delete
+    by ``_id``), so resending one whose answer was lost duplicates nothing."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.transport = client.transport  # streaming_bulk serializes with it
+
+    def bulk(self, *args: Any, **kwargs: Any) -> Any:
+        from opensearchpy.exceptions import ConnectionError as OSConnectionError
+        from opensearchpy.exceptions import TransportError
+
+        try:
+            response = self._client.bulk(*args, **kwargs)
+        except TransportError as exc:
+            if not isinstance(exc, OSConnectionError) and exc.status_code not in _UNAVAILABLE:
+                raise
+            log.warning("bulk request failed (%s); retrying it", exc)
+            raise TransportError(_REJECTED, f"temporary: {exc}", exc) from exc
+        rejected = 0
+        for item in response["items"]:
+            result = next(iter(item.values()))
+            if result.get("status") in _UNAVAILABLE:
+                result["status"] = _REJECTED
+            rejected += result.get("status") == _REJECTED
+        if rejected:
+            log.info("%d bulk items rejected as temporary; retrying them", rejected)
+        return response
+
+
 def _to_source(chunk: Chunk, vector: Any) -> dict[str, Any]:
     return {
         "chunk_id": checked_id(chunk.id),
@@ -500,7 +551,7 @@ def _make_client(settings: OpenSearchSettings) -> Any:
         "hosts": settings.hosts,
         "timeout": settings.timeout_seconds,
         "verify_certs": settings.verify_certs,
-        "max_retries": 0,  # we retry ourselves, item by item
+        "max_retries": 0,  # bulk items are retried one by one (streaming_bulk)
         "retry_on_timeout": False,
     }
     if settings.ca_certs is not None:

@@ -41,6 +41,7 @@ def test_dagbag_imports_cleanly_and_fast(airflow_db: Path) -> None:
     elapsed = time.perf_counter() - start
     assert bag.import_errors == {}
     assert "rag_ingest_kestrel-demo" in bag.dag_ids
+    assert "rag_directory_sync" in bag.dag_ids
     dag = bag.get_dag("rag_ingest_kestrel-demo")
     assert {t.task_id for t in dag.tasks} == {
         "list_changes",
@@ -53,7 +54,9 @@ def test_dagbag_imports_cleanly_and_fast(airflow_db: Path) -> None:
 
 def _finalize_summary(run: Any) -> dict[str, Any]:
     ti = next(t for t in run.get_task_instances() if t.task_id == "finalize")
-    return ti.xcom_pull(task_ids="finalize")
+    result: dict[str, Any] = ti.xcom_pull(task_ids="finalize")
+    assert result["status"] == "succeeded", result
+    return dict(result["summary"])
 
 
 def test_dag_run_end_to_end_and_rerun_changes_nothing(
@@ -78,6 +81,10 @@ sources:
     summary = _finalize_summary(run)
     assert summary["documents_ingested"] == 10
     assert len(summary["quarantined"]) == 2
+    for ti in run.get_task_instances():  # ids and indexes only pass between tasks
+        value = ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index)
+        if ti.task_id != "finalize":
+            assert len(json.dumps(value)) < 200, (ti.task_id, value)
 
     expected = Settings(data_dir=tmp_path / "direct", embedding={"provider": "hash"})
     ingest(FilesystemConnector(corpus, "demo"), expected)

@@ -1,7 +1,10 @@
 """A loopback HTTP proxy in front of a real OpenSearch node that rejects bulk items on purpose.
 
 Rejected items are *not* forwarded (as when a node's write queue is full) and come back as 429
-items in an otherwise normal bulk response; the rest is forwarded unchanged.
+(or 503) items in an otherwise normal bulk response; the rest is forwarded unchanged. Whole bulk
+requests can fail too: answered with an error and not forwarded, or forwarded and their answer
+lost (a gateway timeout after the node applied them). Per id, it counts what the store sent and
+what reached the node.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import http.client
 import json
 import random
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,10 +23,18 @@ from urllib.parse import urlsplit
 @dataclass
 class Faults:
     reject_share: float = 0.0  # share of bulk items answered 429
+    unavailable_share: float = 0.0  # share of bulk items answered 503
     fatal_ids: set[str] = field(default_factory=set)  # ids answered 400 (mapping error)
+    failed_share: float = 0.0  # share of bulk requests answered `failed_status`, not forwarded
+    failed_status: int = 502
+    lost_share: float = 0.0  # share of bulk requests forwarded, then answered 504
     seed: int = 0
-    rejected: int = 0
+    rejected: int = 0  # items answered 429 or 503
     forwarded: int = 0
+    failed_requests: int = 0
+    lost_responses: int = 0
+    sent: Counter[str] = field(default_factory=Counter)  # per id: times the store sent it
+    applied: Counter[str] = field(default_factory=Counter)  # per id: times it reached the node
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -32,6 +44,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 9200)
         self.faults = faults
         self._rng = random.Random(faults.seed)
+        self._request_rng = random.Random(faults.seed + 1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -70,6 +83,13 @@ class FaultProxy:
             i += 1 if source is None else 2
         keep, verdicts = [], []
         with self.faults.lock:
+            self.faults.sent.update(next(iter(a.values()))["_id"] for a, _ in ops)
+            roll = self._request_rng.random()
+            if roll < self.faults.failed_share:
+                self.faults.failed_requests += 1
+                error = {"error": {"type": "injected", "reason": "request failed"}}
+                return self.faults.failed_status, json.dumps(error).encode()
+            lost = roll < self.faults.failed_share + self.faults.lost_share
             for action, source in ops:
                 kind = next(iter(action))
                 meta = action[kind]
@@ -83,13 +103,15 @@ class FaultProxy:
                             }
                         }
                     )
-                elif self._rng.random() < self.faults.reject_share:
+                elif (draw := self._rng.random()) < self.faults.reject_share + (
+                    self.faults.unavailable_share
+                ):
                     self.faults.rejected += 1
                     verdicts.append(
                         {
                             kind: {
                                 **meta,
-                                "status": 429,
+                                "status": 429 if draw < self.faults.reject_share else 503,
                                 "error": {
                                     "type": "es_rejected_execution_exception",
                                     "reason": "injected",
@@ -101,6 +123,7 @@ class FaultProxy:
                     keep.append((action, source))
                     verdicts.append(None)
                     self.faults.forwarded += 1
+                    self.faults.applied[meta["_id"]] += 1
         forwarded_items: list[Any] = []
         if keep:
             payload = "".join(
@@ -110,6 +133,12 @@ class FaultProxy:
             if status >= 300:
                 return status, raw
             forwarded_items = json.loads(raw)["items"]
+        if lost:
+            with self.faults.lock:
+                self.faults.lost_responses += 1
+            return 504, json.dumps(
+                {"error": {"type": "injected", "reason": "answer lost"}}
+            ).encode()
         it = iter(forwarded_items)
         items = [v if v is not None else next(it) for v in verdicts]
         errors = any(next(iter(x.values())).get("status", 200) >= 300 for x in items)
