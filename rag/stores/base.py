@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from rag.embeddings.base import Vectors
-from rag.errors import AccessDeniedError, EmbeddingMismatchError, StoreError
+from rag.errors import AccessDeniedError, EmbeddingMismatchError
 from rag.identity import validate_principal
+from rag.ids import checked_id as checked_id  # re-exported: the stores' callers use it
 from rag.models import Acl, Chunk, SearchHit
 
 if TYPE_CHECKING:
     from rag.sync.runs import RunLog
     from rag.sync.state import SyncStateStore
-
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:\-]{1,256}$")
 
 
 @dataclass(frozen=True)
@@ -145,13 +143,6 @@ def checked_principals(principals: AbstractSet[str]) -> list[str]:
     if not principals:
         raise AccessDeniedError("search without principals is refused")
     return sorted(validate_principal(p) for p in principals)
-
-
-def checked_id(value: str) -> str:
-    """A document or chunk id safe to place in a filter expression."""
-    if not _ID_RE.fullmatch(value):
-        raise StoreError(f"invalid id {value!r}")
-    return value
 
 
 def check_compatible(existing: IndexInfo, wanted: IndexInfo) -> None:

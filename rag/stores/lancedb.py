@@ -33,8 +33,8 @@ from rag.stores.base import (
 from rag.stores.limits import checked_k
 
 if TYPE_CHECKING:
-    from rag.sync.lancedb_runs import LanceDBRunLog
-    from rag.sync.lancedb_state import LanceDBSyncState
+    from rag.stores.lancedb_runs import LanceDBRunLog
+    from rag.stores.lancedb_state import LanceDBSyncState
 
 _RESULT_COLUMNS: Final = [
     "id",
@@ -312,13 +312,13 @@ class LanceDBStore:
 
     def run_log(self) -> LanceDBRunLog:
         """Sync run records in a table beside this store's chunks table."""
-        from rag.sync.lancedb_runs import LanceDBRunLog
+        from rag.stores.lancedb_runs import LanceDBRunLog
 
         return LanceDBRunLog(self._connect, self._settings.table)
 
     def sync_state(self) -> LanceDBSyncState:
         """The sync state table beside this store's chunks table."""
-        from rag.sync.lancedb_state import LanceDBSyncState
+        from rag.stores.lancedb_state import LanceDBSyncState
 
         return LanceDBSyncState(self._connect, self._settings.table)
 

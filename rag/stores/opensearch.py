@@ -23,7 +23,6 @@ from rag.config import OpenSearchSettings
 from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, ConfigurationError, IndexNotFoundError, StoreError
 from rag.models import Acl, Chunk, Citation, SearchHit, epoch_ms, from_epoch_ms, stable_hash
-from rag.retrieval.fusion import reciprocal_rank_fusion
 from rag.stores.base import (
     DeadLetter,
     IndexInfo,
@@ -31,6 +30,7 @@ from rag.stores.base import (
     checked_id,
     checked_principals,
 )
+from rag.stores.fusion import reciprocal_rank_fusion
 from rag.stores.limits import checked_k
 from rag.stores.opensearch_dsl import (
     ALLOW,
@@ -43,8 +43,8 @@ from rag.stores.opensearch_dsl import (
 )
 
 if TYPE_CHECKING:
-    from rag.sync.opensearch_runs import OpenSearchRunLog
-    from rag.sync.opensearch_state import OpenSearchSyncState
+    from rag.stores.opensearch_runs import OpenSearchRunLog
+    from rag.stores.opensearch_state import OpenSearchSyncState
 
 log = logging.getLogger(__name__)
 
@@ -354,13 +354,13 @@ class OpenSearchStore:
 
     def run_log(self) -> OpenSearchRunLog:
         """Sync run records in an index beside this store's physical index."""
-        from rag.sync.opensearch_runs import OpenSearchRunLog
+        from rag.stores.opensearch_runs import OpenSearchRunLog
 
         return OpenSearchRunLog(lambda: self.client, self._target, self._settings.replicas)
 
     def sync_state(self) -> OpenSearchSyncState:
         """The sync state index beside this store's physical index."""
-        from rag.sync.opensearch_state import OpenSearchSyncState
+        from rag.stores.opensearch_state import OpenSearchSyncState
 
         return OpenSearchSyncState(lambda: self.client, self._target, self._settings.replicas)
 

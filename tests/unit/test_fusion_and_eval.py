@@ -8,7 +8,7 @@ import pytest
 from evaluation.datasets import load_beir
 from evaluation.metrics import evaluate_run
 from rag.models import SearchHit
-from rag.retrieval.fusion import reciprocal_rank_fusion
+from rag.stores.fusion import reciprocal_rank_fusion
 from tests.contract import make_chunk
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rag.errors import StoreError
-from rag.stores.base import checked_id
+from rag.ids import checked_id
 from rag.sync.state import DocState
 
 _MAPPING = {

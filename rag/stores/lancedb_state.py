@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rag.stores.base import checked_id
+from rag.ids import checked_id
 from rag.sync.state import DocState
 
 _SCHEMA = pa.schema(
