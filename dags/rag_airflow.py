@@ -11,28 +11,30 @@ import os
 from pathlib import Path
 from typing import Any
 
-SOURCES_FILE = Path(os.environ.get("RAG_SOURCES_FILE", Path(__file__).with_name("sources.yaml")))
-OPENSEARCH_CONN = os.environ.get("RAG_OPENSEARCH_CONN_ID", "opensearch_default")
-AWS_CONN = os.environ.get("RAG_AWS_CONN_ID", "aws_default")
+# What shapes the DAGs is read at parse time (the sources file, the pool, retry delays);
+# everything a task needs (connections, suites, report folder, settings) inside the task.
 EMBEDDING_POOL = os.environ.get("RAG_EMBEDDING_POOL", "rag_embedding")
 RETRY_DELAY_SECONDS = float(os.environ.get("RAG_TASK_RETRY_DELAY_SECONDS", "30"))
-EVAL_SUITES = os.environ.get("RAG_EVAL_SUITES", "scifact-nightly")
-REPORTS_DIR = Path(os.environ.get("RAG_REPORTS_DIR", "reports"))
+
+
+def _sources_file() -> Path:
+    return Path(os.environ.get("RAG_SOURCES_FILE", Path(__file__).with_name("sources.yaml")))
 
 
 def sources() -> list[Any]:
     """The declared sources (parsed at DAG-parse time: a small YAML file, nothing else)."""
     from rag.sources import load_sources
 
-    return load_sources(SOURCES_FILE)
+    return load_sources(_sources_file())
 
 
 def _connection(conn_id: str) -> dict[str, Any] | None:
+    from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.sdk import Connection
 
     try:
         conn = Connection.get(conn_id)
-    except Exception:  # an undefined connection is fine: the settings keep their defaults
+    except AirflowNotFoundException:  # an undefined connection: the settings keep their defaults
         return None
     return {
         "host": conn.host,
@@ -49,9 +51,7 @@ def _context(name: str) -> tuple[Any, Any]:
     from rag.orchestration import settings_from_connections
 
     spec = next(s for s in sources() if s.name == name)
-    settings = settings_from_connections(
-        spec.settings_over(Settings()), _connection(OPENSEARCH_CONN), _connection(AWS_CONN)
-    )
+    settings = settings_from_connections(spec.settings_over(Settings()), *_connections())
     return spec, settings
 
 
@@ -79,8 +79,16 @@ def finalize(source: str, run_id: str) -> dict[str, Any]:
     return result
 
 
+def _connections() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The OpenSearch and AWS connections (ids from RAG_OPENSEARCH_CONN_ID, RAG_AWS_CONN_ID)."""
+    opensearch = os.environ.get("RAG_OPENSEARCH_CONN_ID", "opensearch_default")
+    aws = os.environ.get("RAG_AWS_CONN_ID", "aws_default")
+    return _connection(opensearch), _connection(aws)
+
+
 def eval_suites() -> list[str]:
-    return [name.strip() for name in EVAL_SUITES.split(",") if name.strip()]
+    suites = os.environ.get("RAG_EVAL_SUITES", "scifact-nightly")
+    return [name.strip() for name in suites.split(",") if name.strip()]
 
 
 def run_eval_suite(name: str) -> dict[str, Any]:
@@ -91,12 +99,11 @@ def run_eval_suite(name: str) -> dict[str, Any]:
     from rag.config import Settings
     from rag.orchestration import settings_from_connections
 
-    base = settings_from_connections(
-        Settings(), _connection(OPENSEARCH_CONN), _connection(AWS_CONN)
-    )
-    result = run_suite(load_suite(name), REPORTS_DIR, base.data_dir / "eval", base)
+    reports = Path(os.environ.get("RAG_REPORTS_DIR", "reports"))
+    base = settings_from_connections(Settings(), *_connections())
+    result = run_suite(load_suite(name), reports, base.data_dir / "eval", base)
     result.feedback = feedback_rates(base)
-    report = write_report(result, REPORTS_DIR)
+    report = write_report(result, reports)
     summary = {
         "suite": name,
         "passed": result.passed,

@@ -14,6 +14,7 @@ from rag.config import Settings
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 2-3 min idle, up to ~10 min on a loaded 2-core machine: x2 headroom
 def test_scifact_small_suite(tmp_path: Path) -> None:
     suite = load_suite("scifact-small")
     result = run_suite(
