@@ -29,8 +29,8 @@ def sources() -> list[Any]:
 
 
 def _connection(conn_id: str) -> dict[str, Any] | None:
-    from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         conn = Connection.get(conn_id)
