@@ -1,14 +1,14 @@
 """Embedding providers under a quota, and our embedding server against the model itself.
 
 (1) A local bedrock-runtime server enforces a token-bucket quota of calls; Titan v2 embeds one
-text per call. Adaptive concurrency is compared with fixed concurrency 4 and 32 in the same run:
-throughput against the quota, and the share of calls wasted on throttling.
+text per call. Our adaptive limiter, botocore's adaptive retry mode and fixed concurrency 4, side
+by side, in one process and in four sharing the quota (``bench.limiter_compare``): throughput
+against the quota, and the share of calls wasted on throttling.
 (2) ``rag serve-embeddings`` (dynamic batching, real HTTP) against calling the model directly.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -16,60 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from rag.embeddings.bedrock import BedrockEmbedder
-from rag.embeddings.resilience import (
-    AdaptiveConcurrency,
-    CircuitBreaker,
-    FixedConcurrency,
-    ResilientCaller,
-    RetryPolicy,
-)
-from rag.testing.aws import AwsStub, StubConfig
-
-QUOTA = 40.0  # calls per second
-LATENCY = 0.05  # seconds per call at the service
-TEXTS = 1200
-
-
-def _quota_run(limiter: AdaptiveConcurrency) -> tuple[float, float, int]:
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    config = StubConfig(dimension=256, quota_per_second=QUOTA, burst=2, latency=LATENCY)
-    caller = ResilientCaller(
-        limiter,
-        CircuitBreaker(threshold=10_000),
-        RetryPolicy(max_attempts=1000, backoff_seconds=0.05, backoff_max_seconds=1.0),
-    )
-    texts = [f"benchmark text number {i}" for i in range(TEXTS)]
-    with AwsStub(config) as stub:
-        embedder = BedrockEmbedder(
-            "amazon.titan-embed-text-v2:0",
-            region="us-east-1",
-            endpoint_url=stub.url,
-            dimensions=256,
-            caller=caller,
-            max_concurrency=64,
-        )
-        start = time.perf_counter()
-        embedder.embed_batch(texts)
-        seconds = time.perf_counter() - start
-        total = stub.state.ok + stub.state.throttled
-        return stub.state.ok / seconds, stub.state.throttled / total, total
-
-
-def quota_benchmark() -> None:
-    print(
-        f"\n== Bedrock under a quota of {QUOTA:.0f} calls/s (token bucket), {LATENCY * 1000:.0f}"
-        f" ms per call, {TEXTS} Titan calls"
-    )
-    print(f"{'concurrency':<22}{'calls/s':>9}{'of quota':>10}{'wasted':>9}{'attempts':>10}")
-    for name, limiter in (
-        ("adaptive (paced)", AdaptiveConcurrency(2, 1, 64)),
-        ("fixed 4", FixedConcurrency(4)),
-        ("fixed 32", FixedConcurrency(32)),
-    ):
-        rate, wasted, attempts = _quota_run(limiter)
-        print(f"{name:<22}{rate:>9.1f}{rate / QUOTA:>10.1%}{wasted:>9.1%}{attempts:>10}")
+from bench import limiter_compare
+from rag.embeddings.resilience import AdaptiveConcurrency
 
 
 def _free_port() -> int:
@@ -134,7 +82,7 @@ def server_benchmark(
 
 
 def run() -> None:
-    quota_benchmark()
+    limiter_compare.run()
     from rag.embeddings.minilm import MiniLMEmbedder
 
     texts = [

@@ -39,7 +39,8 @@ def family_of(model_id: str) -> Family:
 
 
 class BedrockEmbedder:
-    """Embeddings from a Bedrock model; the boto3 client is created on first use."""
+    """Embeddings from a Bedrock model; the boto3 client is created on first use, unless one is
+    given (``client``: e.g. one with other retry settings; its region and endpoint then apply)."""
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class BedrockEmbedder:
         timeout_seconds: float = 30.0,
         caller: ResilientCaller | None = None,
         max_concurrency: int = 32,
+        client: Any = None,
     ) -> None:
         self._model = model_id
         self._family = family_of(model_id)
@@ -63,7 +65,7 @@ class BedrockEmbedder:
         self._endpoint = endpoint_url
         self._timeout = timeout_seconds
         self._max_concurrency = max_concurrency
-        self._client: Any = None
+        self._client: Any = client
         self._lock = threading.Lock()
         self.caller = caller or ResilientCaller(AdaptiveConcurrency(4, 1, max_concurrency))
         self.tokens_reported = 0

@@ -141,3 +141,29 @@ def test_random_rejections_that_do_not_follow_the_pace_do_not_starve_the_job(fla
 def test_a_quota_behind_a_flaky_service_is_still_found() -> None:
     outcome, _ = simulate(lambda t: 40.0, 120, flaky=0.05)
     assert 0.8 * 40 * 0.95 <= outcome.rate(20, 120) <= 40 * 1.01
+
+
+# -- the benchmark's comparison with botocore's adaptive mode (bench/limiter_compare.py) --------
+def test_the_comparison_reports_medians_and_ratios_to_botocore() -> None:
+    from bench.limiter_compare import Run, ratio, summarize, table
+
+    runs = [
+        Run("ours", 1, share, wasted, 100)
+        for share, wasted in ((0.80, 0.02), (0.90, 0.01), (0.85, 0.03))
+    ]
+    runs += [Run("botocore adaptive", 1, s, 0.02, 100) for s in (0.5, 0.3, 0.4)]
+    runs += [Run("ours", 4, 0.6, 0.2, 100), Run("botocore adaptive", 4, 0.4, 0.0, 100)]
+    summaries = summarize(runs)
+    assert [(s.config, s.processes, s.runs) for s in summaries] == [
+        ("ours", 1, 3),
+        ("botocore adaptive", 1, 3),
+        ("ours", 4, 1),
+        ("botocore adaptive", 4, 1),
+    ]
+    ours = summaries[0]
+    assert (ours.share, ours.wasted) == (0.85, 0.02)  # medians, each on its own
+    assert ratio(0.85, 0.4) == pytest.approx(2.125)
+    assert (ratio(0.2, 0.0), ratio(0.0, 0.0)) == (float("inf"), 1.0)
+    lines = table(summaries)
+    assert lines[1].split()[-2:] == ["2.12", "1.00"]  # ours x1 against botocore x1
+    assert lines[3].split()[-2:] == ["1.50", "inf"]  # ours x4 against botocore x4

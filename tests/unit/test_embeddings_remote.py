@@ -200,6 +200,30 @@ def test_validation_errors_are_not_retried() -> None:
             embedder.embed_batch(["x"])
 
 
+def test_a_given_client_is_used_as_it_is() -> None:
+    """E.g. one whose botocore paces and retries itself (the limiter benchmark's comparison)."""
+    import boto3
+    from botocore.config import Config
+
+    with AwsStub(StubConfig(dimension=256)) as stub:
+        client = boto3.client(
+            "bedrock-runtime",
+            region_name="us-east-1",
+            endpoint_url=stub.url,
+            config=Config(retries={"mode": "adaptive", "max_attempts": 3}),
+        )
+        embedder = BedrockEmbedder(
+            "amazon.titan-embed-text-v2:0",
+            endpoint_url="http://127.0.0.1:9/unused",  # the given client's endpoint applies
+            dimensions=256,
+            client=client,
+        )
+        assert embedder.client is client
+        vectors = embedder.embed_batch(["alpha", "beta"])
+    assert np.allclose(vectors, HashEmbedder(256).embed_batch(["alpha", "beta"]), atol=1e-6)
+    assert len(stub.state.requests) == 2
+
+
 def test_fixed_concurrency_never_adapts() -> None:
     from rag.embeddings.resilience import FixedConcurrency
 
