@@ -48,7 +48,12 @@ def _settings(data: Path, backend: dict[str, Any]) -> Settings:
     )
 
 
-def assert_kill_and_resume(tmp_path: Path, backend: dict[str, Any], docs: int = 200) -> None:
+def assert_kill_and_resume(
+    tmp_path: Path,
+    backend: dict[str, Any],
+    docs: int = 200,
+    points: tuple[tuple[str, int], ...] = KILL_POINTS,
+) -> None:
     root = make_corpus(tmp_path / "src", docs=docs)
     clean = _settings(tmp_path / "clean", backend_named(backend, "clean"))
     ingest(FilesystemConnector(root, "src"), clean)
@@ -56,7 +61,7 @@ def assert_kill_and_resume(tmp_path: Path, backend: dict[str, Any], docs: int = 
 
     killed = _settings(tmp_path / "killed", backend_named(backend, "killed"))
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    for point, nth in KILL_POINTS:
+    for point, nth in points:
         child = subprocess.run(
             [sys.executable, "-c", _CHILD, str(root), killed.model_dump_json(), point, str(nth)],
             capture_output=True,

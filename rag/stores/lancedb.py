@@ -109,6 +109,7 @@ class LanceDBStore:
         self._table: Any = None
         self._info: IndexInfo | None = None
         self._marks: tuple[float, dict[str, datetime]] | None = None
+        self._has_checked: bool | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -148,6 +149,7 @@ class LanceDBStore:
         self._table = db.open_table(self._settings.table)
         if _CHECKED not in self._table.schema.names:  # a table made before ACL check times
             self._table.add_columns({_CHECKED: "CAST(0 AS BIGINT)"})
+        self._has_checked = True
         self._info = info
 
     def _read_info(self) -> IndexInfo:
@@ -367,7 +369,9 @@ class LanceDBStore:
         k = checked_k(k)
         table = self._open_for_read()
         columns = list(_RESULT_COLUMNS)
-        if _CHECKED in table.schema.names:
+        if self._has_checked is None:  # once per opened table (a writer migrates it)
+            self._has_checked = _CHECKED in table.schema.names
+        if self._has_checked:
             columns.append(_CHECKED)
         elif fresh is not None:
             raise StoreError(

@@ -26,7 +26,7 @@ class TestOpenSearchContract(StoreContract):
     pass
 
 
-def test_acl_property_10k_trials_on_real_node(opensearch_url: str) -> None:
+def test_acl_property_on_real_node(opensearch_url: str) -> None:
     @contextmanager
     def make(dim: int) -> Iterator[OpenSearchStore]:
         settings = os_settings(opensearch_url, alias=f"prop-{uuid.uuid4().hex[:8]}")
@@ -37,8 +37,9 @@ def test_acl_property_10k_trials_on_real_node(opensearch_url: str) -> None:
         finally:
             drop(store, settings.alias)
 
-    tally = run_acl_property(make, corpora=50, trials_per_corpus=200, optimize=False)
-    assert tally.trials >= 10_000
+    # 2,500 trials here (10,000 on the embedded store run the same property in `make test`)
+    tally = run_acl_property(make, corpora=25, trials_per_corpus=100, optimize=False)
+    assert tally.trials >= 2_500
     # lucene picks exact search for small filtered sets and HNSW otherwise
     assert tally.recall_sum / tally.trials >= 0.99
 

@@ -37,7 +37,8 @@ def test_kill_and_resume_on_opensearch(opensearch_url: str, tmp_path: Path) -> N
     osettings = os_settings(opensearch_url, refresh="false")
     backend = {"backend": "opensearch", "opensearch": osettings.model_dump(mode="json")}
     try:
-        assert_kill_and_resume(tmp_path, backend)
+        # two kill points here (after the revocations, mid-batch); all four on the embedded store
+        assert_kill_and_resume(tmp_path, backend, points=(("revoked", 1), ("flushed", 3)))
     finally:
         for suffix in ("clean", "killed"):
             OpenSearchStore(osettings).client.indices.delete(
