@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from connectors.filesystem import FilesystemConnector
+from rag.cli_common import DataDir, settings_for
 from rag.config import Settings
 from rag.errors import RagError
 from rag.identity import UserContext
@@ -23,14 +24,7 @@ app = typer.Typer(help="Permission-aware RAG ingestion and retrieval.", no_args_
 console = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Where the index lives (default: RAG_DATA_DIR).")
-]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    settings = Settings()
-    return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings
+_settings = settings_for
 
 
 @app.callback()

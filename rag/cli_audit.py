@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rag.audit import build_audit_sink
-from rag.config import Settings
+from rag.cli_common import DataDir, settings_for
 from rag.errors import ConfigurationError, RagError
 from rag.identity import canonical_id
 
@@ -37,10 +36,6 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 def register(app: typer.Typer, console: Console, err: Console) -> None:
     """Add the audit commands to ``app``."""
 
-    def settings_for(data_dir: Path | None) -> Settings:
-        settings = Settings()
-        return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings
-
     @app.command("audit")
     def audit_command(
         user: Annotated[
@@ -49,9 +44,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         since: Annotated[
             str, typer.Option("--since", help="How far back: 30m, 1h, 7d or an ISO time.")
         ] = "24h",
-        data_dir: Annotated[
-            Path | None, typer.Option("--data-dir", help="Where the index lives.")
-        ] = None,
+        data_dir: DataDir = None,
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     ) -> None:
         """Who retrieved what: the audit trail of retrievals."""
@@ -84,9 +77,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
             bool, typer.Option("--helpful/--not-helpful", help="The user's verdict.")
         ],
         note: Annotated[str | None, typer.Option("--note", help="A comment.")] = None,
-        data_dir: Annotated[
-            Path | None, typer.Option("--data-dir", help="Where the index lives.")
-        ] = None,
+        data_dir: DataDir = None,
     ) -> None:
         """Record a user's thumbs-up or thumbs-down on one audited retrieval."""
         from rag.audit import Feedback

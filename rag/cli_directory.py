@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from rag.config import Settings
+from rag.cli_common import DataDir, settings_for
 from rag.errors import RagError
 
 directory_app = typer.Typer(help="The synced group directory (LDAP / SCIM).", no_args_is_help=True)
@@ -18,15 +17,9 @@ directory_app = typer.Typer(help="The synced group directory (LDAP / SCIM).", no
 def register(app: typer.Typer, console: Console, err: Console) -> None:
     """Add ``rag directory ...`` to ``app``."""
 
-    def settings_for(data_dir: Path | None) -> Settings:
-        settings = Settings()
-        return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings
-
     @directory_app.command("sync")
     def sync_command(
-        data_dir: Annotated[
-            Path | None, typer.Option("--data-dir", help="Where the index lives.")
-        ] = None,
+        data_dir: DataDir = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Sync users, groups and memberships from the directory (RAG_DIRECTORY__*)."""
@@ -52,9 +45,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     @directory_app.command("show")
     def show_command(
         user: Annotated[str, typer.Argument(help="Any id of the user (e-mail, UPN, DN, ...).")],
-        data_dir: Annotated[
-            Path | None, typer.Option("--data-dir", help="Where the index lives.")
-        ] = None,
+        data_dir: DataDir = None,
     ) -> None:
         """The aliases and transitive groups the directory gives one user."""
         from rag.directory import open_directory

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from rag.config import Settings
+from rag.cli_common import DataDir, settings_for
 from rag.errors import RagError
 from rag.stores import build_store
 
@@ -20,15 +19,11 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
     def runs_command(
         source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
         limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = 20,
-        data_dir: Annotated[
-            Path | None, typer.Option("--data-dir", help="Where the index lives.")
-        ] = None,
+        data_dir: DataDir = None,
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     ) -> None:
         """Recent sync runs, latest first: status, batches, what they did."""
-        settings = Settings()
-        if data_dir:
-            settings = settings.model_copy(update={"data_dir": data_dir})
+        settings = settings_for(data_dir)
         try:
             store = build_store(settings)
             found = store.index_info() is not None

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rag.errors import StoreError
+from rag.stores.opensearch_side import SideIndex
 from rag.sync.runs import BatchRecord, RunRecord, batch_key, run_key
 
 _KEYWORD = {"type": "keyword"}
@@ -21,27 +22,9 @@ _MAPPING = {
 }
 
 
-class OpenSearchRunLog:
+class OpenSearchRunLog(SideIndex):
     def __init__(self, client: Callable[[], Any], index: Callable[[], str], replicas: int) -> None:
-        self._client = client
-        self._index = index
-        self._replicas = replicas
-        self._ready: str | None = None
-
-    def _name(self) -> str:
-        name = f"{self._index()}-runs"
-        if self._ready != name:
-            client = self._client()
-            if not client.indices.exists(index=name):
-                body = {
-                    "mappings": _MAPPING,
-                    "settings": {
-                        "index": {"number_of_shards": 1, "number_of_replicas": self._replicas}
-                    },
-                }
-                client.indices.create(index=name, body=body, ignore=400)
-            self._ready = name
-        return name
+        super().__init__(client, index, replicas, suffix="runs", mappings=_MAPPING)
 
     def _put(self, docs: list[tuple[str, dict[str, str]]]) -> None:
         from opensearchpy.exceptions import OpenSearchException

@@ -8,6 +8,7 @@ from typing import Any
 
 from rag.errors import StoreError
 from rag.ids import checked_id
+from rag.stores.opensearch_side import SideIndex
 from rag.sync.state import DocState
 
 _MAPPING = {
@@ -22,27 +23,9 @@ _MAPPING = {
 }
 
 
-class OpenSearchSyncState:
+class OpenSearchSyncState(SideIndex):
     def __init__(self, client: Callable[[], Any], index: Callable[[], str], replicas: int) -> None:
-        self._client = client
-        self._index = index
-        self._replicas = replicas
-        self._ready: str | None = None
-
-    def _name(self) -> str:
-        name = f"{self._index()}-sync"
-        if self._ready != name:
-            client = self._client()
-            if not client.indices.exists(index=name):
-                body = {
-                    **_MAPPING,
-                    "settings": {
-                        "index": {"number_of_shards": 1, "number_of_replicas": self._replicas}
-                    },
-                }
-                client.indices.create(index=name, body=body, ignore=400)
-            self._ready = name
-        return name
+        super().__init__(client, index, replicas, suffix="sync", mappings=_MAPPING["mappings"])
 
     def load(self, source: str) -> dict[str, DocState]:
         from opensearchpy.helpers import scan

@@ -90,15 +90,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def idp_server() -> Iterator[IdP]:
-    server = IdP()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
-
-
 @pytest.fixture
 def idp(idp_server: IdP) -> IdP:
     idp_server.reset()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from rag.pipeline import ingest
 from rag.resolve import IdentityResolver
 from rag.retrieval import Retriever
 from tests.unit.test_auth import AUDIENCE, DROP, IdP, make_token
-
-
-@pytest.fixture(scope="module")
-def idp_server() -> Iterator[IdP]:
-    server = IdP()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
 
 
 def snapshot(memberships: dict[str, list[str]]) -> DirectorySnapshot:
