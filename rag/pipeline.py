@@ -26,7 +26,7 @@ from rag.classification import check_allowed
 from rag.config import Settings
 from rag.embeddings import Embedder, build_embedder, embed_in_batches
 from rag.embeddings.cache import CachedEmbedder
-from rag.errors import ConnectorError, DocumentError, MissingAclError, PolicyError
+from rag.errors import ConnectorError, DocumentError, MissingAclError, PolicyError, StoreError
 from rag.models import Acl, Chunk, SourceDocument
 from rag.parsing import parse
 from rag.quarantine import Quarantine, QuarantineRecord
@@ -164,6 +164,13 @@ class Ingestor:
             self._checkpoint(name)
 
     @property
+    def _sync(self) -> SyncStateStore:
+        """The sync state of the open run (``_open`` makes it; a step without it is a bug)."""
+        if self._state is None:
+            raise StoreError("the sync state is not open: a step ran before the run was opened")
+        return self._state
+
+    @property
     def run_log(self) -> RunLog:
         """The stored records of sync runs beside the index."""
         return self._store.run_log()
@@ -201,8 +208,7 @@ class Ingestor:
         summary.documents_listed = len(listing.documents)
         with summary.timed("load"):
             self._open(connector.name)
-            assert self._state is not None
-            states = self._state.load(connector.name)
+            states = self._sync.load(connector.name)
         plan = plan_with(listing, states, listed_at, self._settings.sync, full_resync)
         if plan.deletion_blocked:
             log.error("deletions skipped: %s", plan.deletion_blocked)
@@ -233,10 +239,9 @@ class Ingestor:
     def purge(self, source: str, states: Sequence[DocState], summary: IngestSummary) -> None:
         """Phase two of deletion: remove tombstoned documents' chunks and states."""
         self._open(source)
-        assert self._state is not None
         for state in states:
             self._store.delete_document(state.document_id)
-        self._state.delete(source, [s.document_id for s in states])
+        self._sync.delete(source, [s.document_id for s in states])
         summary.deleted += len(states)
 
     def finish(self, summary: IngestSummary) -> IngestSummary:
@@ -285,7 +290,6 @@ class Ingestor:
         """Apply every permission change the listing implies before any content work, whatever
         the documents' states: the index never shows old content to anyone the old *and* the
         new ACL do not both admit (see :func:`narrowed_acl`)."""
-        assert self._state is not None
         now = datetime.now(UTC)
         updated: list[DocState] = []
         for doc in [*plan.acl_only, *plan.restore]:
@@ -321,7 +325,7 @@ class Ingestor:
                 )
             )
         summary.tombstoned = len(plan.tombstone)
-        self._state.put(updated)
+        self._sync.put(updated)
         if updated:
             self._store.refresh()
         return bool(plan.acl_only or plan.tombstone or narrowed)
@@ -367,8 +371,7 @@ class Ingestor:
             return [c.model_copy(update=checked) for c in chunks]
         except (DocumentError, ConnectorError, MissingAclError) as exc:
             reason = getattr(exc, "reason_code", type(exc).__name__)
-            assert self._state is not None
-            old = self._state.get(document.source, [document.id]).get(document.id)
+            old = self._sync.get(document.source, [document.id]).get(document.id)
             # the index keeps what it had (already narrowed by the revocation step)
             indexed = old.indexed_hash if old is not None else None
             visible = old.visible_acl if old is not None else Acl()
@@ -379,7 +382,7 @@ class Ingestor:
             log.warning("quarantined %s at %s: %s", document.uri, stage, exc)
             summary.quarantined.append(self._quarantine.put(document, stage, reason, str(exc)))
             quarantined = _state(document, "quarantined", (), datetime.now(UTC))
-            self._state.put(
+            self._sync.put(
                 [quarantined.model_copy(update={"indexed_hash": indexed, "visible_acl": visible})]
             )
             return None
@@ -387,11 +390,10 @@ class Ingestor:
     def _flush(self, pending: _Pending, summary: IngestSummary) -> None:
         if not pending.documents:
             return
-        assert self._state is not None
         now = datetime.now(UTC)
         # intent first: a run killed after this point is finished by the next one; the index
         # then holds a mix of versions, so the state knows no single visible ACL
-        self._state.put([_state(doc, "pending", (), now) for doc, _ in pending.documents])
+        self._sync.put([_state(doc, "pending", (), now) for doc, _ in pending.documents])
         chunks = pending.chunks
         with summary.timed("embed"):
             texts = [c.text for c in chunks]
@@ -401,7 +403,7 @@ class Ingestor:
             for document, doc_chunks in pending.documents:
                 self._store.delete_document(document.id, keep={c.id for c in doc_chunks})
                 self._quarantine.clear(document)
-            self._state.put(
+            self._sync.put(
                 [
                     _state(doc, "live", tuple(c.id for c in doc_chunks), now)
                     for doc, doc_chunks in pending.documents
@@ -418,7 +420,6 @@ class Ingestor:
         letters = self._store.dead_letters
         if not letters:
             return
-        assert self._state is not None
         documents = {d.id: d for d, _ in pending.documents}
         for document_id in sorted({x.document_id for x in letters} & set(documents)):
             rejected = [x for x in letters if x.document_id == document_id]
@@ -428,7 +429,7 @@ class Ingestor:
             summary.quarantined.append(
                 self._quarantine.put(document, "load", "store_rejected", message)
             )
-            self._state.put([_state(document, "pending", (), datetime.now(UTC))])  # retry next run
+            self._sync.put([_state(document, "pending", (), datetime.now(UTC))])  # retry next run
             summary.documents_ingested -= 1
         letters.clear()
 
