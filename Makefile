@@ -23,17 +23,22 @@ install: $(VENV)/.installed  ## create the virtualenv from the lock file
 demo: install  ## ingest the bundled demo company and compare answers per user
 	$(VENV)/bin/rag demo
 
-# The integration tests (mostly waiting on the OpenSearch node and slapd) run beside the unit
-# tests, one process each: on 2 cores the whole suite takes about two thirds of the time.
+# The integration tests (mostly waiting on the OpenSearch node and slapd) and the 10,000-trial
+# property test run in one process beside the other tests in another: on 2 cores the suite takes
+# about two thirds of the time.
+PROPERTY_10K := tests/unit/test_acl_property.py::test_acl_property_10k_trials
 test: install  ## lint, type-check, then every test
 	$(MAKE) lint typecheck
 	@mkdir -p .test-logs
-	@($(PY) -m pytest tests -m integration --durations=10 > .test-logs/integration.log 2>&1; \
-	  echo $$? > .test-logs/integration.rc) & \
-	$(PY) -m pytest tests -m "not integration" --durations=10 2>&1 | tee .test-logs/unit.log; \
+	@( ($(PY) -m pytest tests -m integration --durations=10 \
+	    && $(PY) -m pytest $(PROPERTY_10K)) > .test-logs/beside.log 2>&1; \
+	  echo $$? > .test-logs/beside.rc) & \
+	$(PY) -m pytest tests -m "not integration" --deselect $(PROPERTY_10K) --durations=10 2>&1 \
+	  | tee .test-logs/unit.log; \
 	unit=$${PIPESTATUS[0]}; wait; \
-	echo "---- integration tests (ran beside the unit tests) ----"; cat .test-logs/integration.log; \
-	test "$$unit" = 0 && test "$$(cat .test-logs/integration.rc)" = 0
+	echo "---- integration and property tests (ran beside the others) ----"; \
+	cat .test-logs/beside.log; \
+	test "$$unit" = 0 && test "$$(cat .test-logs/beside.rc)" = 0
 
 test-fast: install  ## unit tests only: no servers, no Airflow, no slow ones (about a minute)
 	$(PY) -m pytest tests/unit -q -m "not integration and not slow"
