@@ -290,6 +290,9 @@ class Ingestor:
         """Apply every permission change the listing implies before any content work, whatever
         the documents' states: the index never shows old content to anyone the old *and* the
         new ACL do not both admit (see :func:`narrowed_acl`)."""
+        # chunks a killed run wrote but never made visible must be found by the ACL updates
+        # below (OpenSearch finds a document's chunks by search), or they would keep their ACL
+        self._store.refresh()
         now = datetime.now(UTC)
         updated: list[DocState] = []
         for doc in [*plan.acl_only, *plan.restore]:

@@ -53,6 +53,7 @@ def test_estimated_calls_follow_the_provider() -> None:
     assert estimated_calls(HashEmbedder(8), 65, 32) == 3
 
 
+@pytest.mark.slow  # runs in make test, not make test-fast
 def test_dry_run_then_ingest_then_dry_run(settings: Settings, tmp_path: Path) -> None:
     corpus = Path(shutil.copytree(corpus_path(), tmp_path / "c"))
     settings = settings.model_copy(update={"tenant": "kestrel-inc"})

@@ -133,6 +133,7 @@ def test_sagemaker_wire_formats(shape: str, golden_file: str) -> None:
     golden(golden_file, first.body)
 
 
+@pytest.mark.slow  # runs in make test, not make test-fast
 def test_faults_every_text_embedded_exactly_once_in_bounded_time() -> None:
     texts = [f"chunk {i} of the handbook" for i in range(120)]
     config = StubConfig(

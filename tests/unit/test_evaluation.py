@@ -88,6 +88,7 @@ def test_ragas_guard_scores_an_empty_context_zero() -> None:
     assert (precision, recall) == (pytest.approx(0.5), pytest.approx(1.0))
 
 
+@pytest.mark.slow  # runs in make test, not make test-fast
 def test_suite_run_report_and_regression(tmp_path: Path) -> None:
     root = tiny_beir(tmp_path / "eval")
     out = tmp_path / "reports"
@@ -133,6 +134,7 @@ def test_a_leak_fails_the_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert any("leaked" in f for f in result.failures)
 
 
+@pytest.mark.slow  # runs in make test, not make test-fast
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     root = tiny_beir(tmp_path / "eval")
