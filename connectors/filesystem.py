@@ -304,3 +304,19 @@ class FilesystemConnector:
             return path.read_bytes()
         except OSError as exc:
             raise ConnectorError(f"cannot read {document.uri}: {exc}") from exc
+
+
+def from_options(name: str, options: dict[str, Any], base_dir: Path) -> FilesystemConnector:
+    """The ``filesystem`` kind of a sources file: options ``root`` (relative to the sources
+    file's folder) and ``case_sensitive_ids``."""
+    if "root" not in options:
+        raise ConfigurationError(f"source {name}: the filesystem connector needs options.root")
+    unknown = set(options) - {"root", "case_sensitive_ids"}
+    if unknown:
+        raise ConfigurationError(f"source {name}: unknown filesystem options {sorted(unknown)}")
+    root = Path(options["root"])
+    return FilesystemConnector(
+        root if root.is_absolute() else base_dir / root,
+        name,
+        case_sensitive_ids=bool(options.get("case_sensitive_ids", False)),
+    )

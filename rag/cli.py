@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.filesystem import FilesystemConnector
+from connectors.registry import connector_for_target
 from rag.cli_common import DataDir, settings_for
 from rag.config import Settings
 from rag.errors import RagError
@@ -36,9 +36,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 
 
 def _ingest(
-    path: Path, settings: Settings, name: str | None, full_resync: bool = False
+    target: str, settings: Settings, name: str | None, full_resync: bool = False
 ) -> IngestSummary:
-    connector = FilesystemConnector(path, name)
+    connector = connector_for_target(target, name)
     with Progress(
         TextColumn("[bold]ingest {task.description}"),
         BarColumn(),
@@ -52,6 +52,7 @@ def _ingest(
             connector,
             settings,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            full_resync=full_resync,
         )
 
 
@@ -88,8 +89,17 @@ def _print_summary(summary: IngestSummary) -> None:
 
 @app.command("ingest")
 def ingest_command(
-    path: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Folder to ingest.")],
-    name: Annotated[str | None, typer.Option(help="Source name (default: folder name).")] = None,
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A folder, an s3://bucket/prefix URL, or a push manifest (.jsonl).",
+            show_default=False,
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Source name (default: the folder, bucket or manifest name)."),
+    ] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     full_resync: Annotated[
@@ -99,12 +109,13 @@ def ingest_command(
         bool, typer.Option("--dry-run", help="Estimate embedding calls, tokens and cost only.")
     ] = False,
 ) -> None:
-    """Sync a folder (ACLs from its .rag-acl.toml policy files) into the index."""
+    """Sync a source into the index: a folder (ACLs from its .rag-acl.toml policy files), an S3
+    prefix (ACLs from .metadata.json sidecars and .rag-acl.toml), or a push manifest."""
     if dry_run:
-        _dry_run(path, _settings(data_dir), name, full_resync, as_json)
+        _dry_run(target, _settings(data_dir), name, full_resync, as_json)
         return
     try:
-        summary = _ingest(path, _settings(data_dir), name, full_resync)
+        summary = _ingest(target, _settings(data_dir), name, full_resync)
     except RagError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -115,12 +126,13 @@ def ingest_command(
 
 
 def _dry_run(
-    path: Path, settings: Settings, name: str | None, full_resync: bool, as_json: bool
+    target: str, settings: Settings, name: str | None, full_resync: bool, as_json: bool
 ) -> None:
     from rag.estimate import estimate
 
     try:
-        result = estimate(FilesystemConnector(path, name), settings, full_resync=full_resync)
+        connector = connector_for_target(target, name)
+        result = estimate(connector, settings, full_resync=full_resync)
     except RagError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -231,7 +243,7 @@ def demo_command(data_dir: DataDir = None) -> None:
     settings = _settings((data_dir or Path(".rag")) / "demo")
     console.rule("[bold]Ingesting the Kestrel Dynamics demo corpus")
     try:
-        summary = _ingest(corpus_path(), settings, CORPUS_NAME)
+        summary = _ingest(str(corpus_path()), settings, CORPUS_NAME)
         _print_summary(summary)
         retriever = Retriever.from_settings(settings)
         for question in QUESTIONS:

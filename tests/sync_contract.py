@@ -1,21 +1,30 @@
-"""Incremental sync behaviour every store backend must show. A backend's test class inherits
-:class:`SyncContract` and provides a ``sync_settings`` fixture (hash embedder, fresh index)."""
+"""Incremental sync behaviour every store backend and every connector must show.
+
+A store's test class inherits :class:`SyncContract` and provides a ``sync_settings`` fixture (hash
+embedder, fresh index). A connector's test class also overrides :meth:`SyncContract.connector`:
+given the folder the tests edit (files and ``.rag-acl.toml`` policies), it returns a connector that
+reads the same documents from its own source (a bucket, a Graph drive, a manifest) mirrored from
+that folder each time it lists. Document URIs are paths relative to the source root.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from connectors.base import Listing
+from connectors.base import Connector, Listing
 from connectors.filesystem import FilesystemConnector
 from rag.config import Settings
 from rag.identity import UserContext
-from rag.models import Acl, stable_hash
+from rag.models import Acl, SourceDocument, stable_hash
 from rag.pipeline import IngestSummary, SyncRun, ingest
 from rag.retrieval.core import Retriever
 from rag.stores import build_store
@@ -33,6 +42,20 @@ def policy(root: Path, text: str) -> None:
     (root / "eng" / ".rag-acl.toml").write_text(text, "utf-8")
 
 
+def folder_connector(root: Path) -> Connector:
+    return FilesystemConnector(root, "src")
+
+
+_CONNECTOR: ContextVar[Callable[[Path], Connector]] = ContextVar(
+    "sync_contract_connector", default=folder_connector
+)
+
+
+def connector_for(root: Path) -> Connector:
+    """The connector of the running contract class over the folder ``root`` (source ``src``)."""
+    return _CONNECTOR.get()(root)
+
+
 def begin_and_revoke(settings: Settings, root: Path) -> SyncRun:
     """The listing step of a run (as the DAG's first task does), then nothing: a run killed
     between the listing step and the content step."""
@@ -40,24 +63,36 @@ def begin_and_revoke(settings: Settings, root: Path) -> SyncRun:
     from rag.pipeline import Ingestor
 
     ingestor = Ingestor(settings, build_store(settings), HashEmbedder(384))
-    planned = ingestor.begin(FilesystemConnector(root, "src"))
+    planned = ingestor.begin(connector_for(root))
     ingestor.revoke(planned)
     return planned
 
 
-class PartialConnector(FilesystemConnector):
+class _Wrapped:
+    def __init__(self, root: Path) -> None:
+        self._inner = connector_for(root)
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def read(self, document: SourceDocument) -> bytes:
+        return self._inner.read(document)
+
+
+class PartialConnector(_Wrapped):
     """A listing that failed after its first document."""
 
     def list_documents(self) -> Listing:
-        listing = super().list_documents()
+        listing = self._inner.list_documents()
         return Listing(listing.source, listing.documents[:1], complete=False, errors=("timeout",))
 
 
-class IncompleteConnector(FilesystemConnector):
+class IncompleteConnector(_Wrapped):
     """A listing that failed part-way: what it lists is right, but it may miss documents."""
 
     def list_documents(self) -> Listing:
-        listing = super().list_documents()
+        listing = self._inner.list_documents()
         return Listing(listing.source, listing.documents, complete=False, errors=("timeout",))
 
 
@@ -73,7 +108,7 @@ def make_corpus(root: Path, docs: int = 12) -> Path:
 
 
 def run(root: Path, settings: Settings) -> IngestSummary:
-    return ingest(FilesystemConnector(root, "src"), settings)
+    return ingest(connector_for(root), settings)
 
 
 def uris(settings: Settings, user: UserContext, query: str = "design note subsystem") -> set[str]:
@@ -105,6 +140,16 @@ def rows(store: VectorStore, document_id: str | None = None) -> dict[str, tuple[
 
 
 class SyncContract:
+    def connector(self, root: Path) -> Connector:
+        """The source under test, listing what the folder ``root`` holds (name ``src``)."""
+        return folder_connector(root)
+
+    @pytest.fixture(autouse=True)
+    def _contract_connector(self) -> Iterator[None]:
+        token = _CONNECTOR.set(self.connector)
+        yield
+        _CONNECTOR.reset(token)
+
     def test_unchanged_resync_does_nothing(self, sync_settings: Settings, tmp_path: Path) -> None:
         root = make_corpus(tmp_path / "src")
         first = run(root, sync_settings)
@@ -231,7 +276,7 @@ class SyncContract:
         run(root, sync_settings)
         for note in (root / "eng").glob("note-00*.md"):
             note.unlink()
-        summary = ingest(IncompleteConnector(root, "src"), sync_settings)
+        summary = ingest(IncompleteConnector(root), sync_settings)
         assert not summary.listing_complete
         assert summary.deletion_blocked is not None and summary.tombstoned == 0
         assert len(uris(sync_settings, ALICE)) == 12
@@ -252,7 +297,6 @@ class SyncContract:
     def test_acl_narrowed_with_a_content_change_applies_before_reembedding(
         self, sync_settings: Settings, tmp_path: Path
     ) -> None:
-        from connectors.filesystem import FilesystemConnector
         from rag.embeddings.hashing import HashEmbedder
         from rag.pipeline import Ingestor
 
@@ -264,7 +308,7 @@ class SyncContract:
         note = root / "eng" / "note-001.md"
         note.write_text(note.read_text() + "\nNew secret paragraph.\n")
         ingestor = Ingestor(sync_settings, build_store(sync_settings), HashEmbedder(384))
-        planned = ingestor.begin(FilesystemConnector(root, "src"))
+        planned = ingestor.begin(connector_for(root))
         ingestor.revoke(planned)  # the content work has not run yet
         assert [d.uri for d in planned.plan.changed] == ["eng/note-001.md"]
         assert "eng/note-001.md" not in uris(sync_settings, ALICE)
@@ -430,7 +474,7 @@ class SyncContract:
         assert hits[0].to_json()["acl_version"] == hits[0].chunk.acl.digest()
         first_done = datetime.now(UTC)  # after the first (complete) listing began
         time.sleep(1.2)
-        partial = PartialConnector(root, "src")  # a listing that failed after one document
+        partial = PartialConnector(root)  # a listing that failed after one document
         summary = ingest(partial, sync_settings)
         assert not summary.listing_complete
         assert summary.oldest_acl_age_seconds is not None
