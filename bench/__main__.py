@@ -1,10 +1,13 @@
-"""Run the benchmarks: ``python -m bench [store|opensearch|sync|embeddings|identity|all]``.
+"""Run the benchmarks: ``python -m bench [store|opensearch|sync|embeddings|identity|all|NAME]``.
 
+Any other NAME runs ``bench/NAME.py``'s ``main(args)`` (its own options after ``--``).
 SciFact quality figures come from ``rag eval --suite scifact-nightly`` (see evaluation/)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 
 
 def main() -> None:
@@ -12,8 +15,8 @@ def main() -> None:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["store", "opensearch", "identity"],
-        choices=["store", "opensearch", "sync", "embeddings", "identity", "all"],
+        default=["store", "opensearch", "identity", "parsing"],
+        help="store, opensearch, sync, embeddings, identity, all, or a bench/NAME.py module",
     )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
@@ -25,9 +28,11 @@ def main() -> None:
         help="scifact: real sentences embedded by the model (cached); "
         "gaussian: clustered random vectors, a hard case for HNSW",
     )
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, extra = parser.parse_args(argv[:cut]), argv[cut + 1 :]
     which = (
-        {"store", "opensearch", "sync", "embeddings", "identity"}
+        {"store", "opensearch", "sync", "embeddings", "identity", "parsing"}
         if "all" in args.which
         else set(args.which)
     )
@@ -51,6 +56,10 @@ def main() -> None:
         from bench import identity
 
         identity.run()
+    for name in sorted(which - {"store", "opensearch", "sync", "embeddings", "identity", "all"}):
+        if not name.isidentifier():
+            parser.error(f"unknown benchmark {name!r}")
+        importlib.import_module(f"bench.{name}").main(extra)
 
 
 if __name__ == "__main__":

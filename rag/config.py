@@ -19,6 +19,13 @@ class _Section(BaseModel):
 class ParsingSettings(_Section):
     max_file_bytes: int = Field(50 * 1024 * 1024, gt=0, description="Larger files are quarantined.")
     strategy: Literal["fast"] = Field("fast", description="unstructured partition strategy.")
+    text_parser: Literal["fast", "unstructured"] = Field(
+        "fast", description="Text, Markdown, HTML: linear-time parsers, or unstructured's."
+    )
+    seconds_per_mb: float = Field(
+        30.0, gt=0, description="Parse time budget per MB; past it: quarantined parse_timeout."
+    )
+    min_timeout_seconds: float = Field(60.0, gt=0, description="Parse time budget floor.")
 
 
 class ChunkingSettings(_Section):

@@ -3,6 +3,7 @@
     RagError
     ├── ConfigurationError        settings are missing or contradict each other
     ├── InvalidRequestError       a request out of bounds (k <= 0, k too large); a ValueError
+    │   └── FilterError           a metadata filter that does not parse or names a bad field
     ├── AccessDeniedError         no identity, or an identity we refuse to search for
     │   ├── InvalidPrincipalError an id or principal that is not valid (empty, control chars)
     │   └── AuthenticationError   a bearer token that does not prove who the caller is
@@ -41,6 +42,11 @@ class InvalidRequestError(RagError, ValueError):
     """A request with arguments out of bounds, e.g. a search for ``k <= 0`` results."""
 
 
+class FilterError(InvalidRequestError):
+    """A metadata filter that does not parse or names a field that cannot be filtered on (the
+    ACL and internal fields never can); the message says where and why."""
+
+
 class AccessDeniedError(RagError):
     """A search without an identity, or for an identity we refuse to search for."""
 
@@ -77,6 +83,10 @@ class UnsupportedFormatError(DocumentError):
 
 class ParseError(DocumentError):
     reason_code = "parse_error"
+
+
+class ParseTimeoutError(DocumentError):
+    reason_code = "parse_timeout"
 
 
 class EmptyDocumentError(DocumentError):

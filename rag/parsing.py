@@ -1,7 +1,12 @@
-"""Parsing source files into elements with ``unstructured`` (fast strategy, offline).
+"""Parsing source files into elements: ``unstructured`` (fast strategy, offline) for PDF, Office
+and e-mail; linear-time parsers with ``unstructured``'s element types for text, Markdown and HTML
+(:mod:`rag.fastparse`; ``ParsingSettings.text_parser = "unstructured"`` restores its partitioners).
 
 Failures never escape as third-party exceptions: each becomes a :class:`DocumentError` subclass
-with a reason, so the pipeline can quarantine that one file and go on.
+with a reason, so the pipeline can quarantine that one file and go on. Parsing one document is
+bounded in time (``ParsingSettings.seconds_per_mb``, at least ``min_timeout_seconds``): past its
+budget it is abandoned with :class:`ParseTimeoutError` (enforced in the main thread, where the
+CLI and Airflow tasks run the pipeline).
 """
 
 from __future__ import annotations
@@ -9,7 +14,10 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePath
@@ -21,8 +29,10 @@ from rag.errors import (
     EmptyDocumentError,
     EncryptedDocumentError,
     ParseError,
+    ParseTimeoutError,
     UnsupportedFormatError,
 )
+from rag.fastparse import Block, parse_html, parse_markdown, parse_text
 from rag.textdecode import decode_text
 
 log = logging.getLogger(__name__)
@@ -85,8 +95,22 @@ def _unstructured() -> None:
     tokenize._get_nlp = _get_nlp
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """A document's elements, and its own title where the format carries one (HTML
+    ``<title>``, Office core properties); None means "use the source's title"."""
+
+    elements: list[Element]
+    title: str | None = None
+
+
 def parse(data: bytes, filename: str, settings: ParsingSettings) -> list[Element]:
     """Parse one file's bytes into elements, or raise a DocumentError saying why not."""
+    return parse_document(data, filename, settings).elements
+
+
+def parse_document(data: bytes, filename: str, settings: ParsingSettings) -> ParsedDocument:
+    """Parse one file's bytes into elements and its title, or raise a DocumentError."""
     if len(data) > settings.max_file_bytes:
         raise DocumentTooLargeError(f"{len(data)} bytes exceeds limit {settings.max_file_bytes}")
     if not data.strip():
@@ -94,18 +118,77 @@ def parse(data: bytes, filename: str, settings: ParsingSettings) -> list[Element
     mime = mime_type_for(filename)
     if mime is None:
         raise UnsupportedFormatError(f"unsupported file type {PurePath(filename).suffix!r}")
-    _unstructured()
-    handler = _HANDLERS[mime]
+    budget = max(settings.min_timeout_seconds, settings.seconds_per_mb * len(data) / 1e6)
     try:
-        raw = handler(data)
-    except (EncryptedDocumentError, ParseError, EmptyDocumentError):
+        with _time_limit(budget):
+            if settings.text_parser == "fast" and mime in _FAST:
+                return _fast(mime, data)
+            _unstructured()
+            raw = _HANDLERS[mime](data)
+            title = _office_title(mime, data)
+    except (EncryptedDocumentError, ParseError, EmptyDocumentError, ParseTimeoutError):
         raise
     except Exception as exc:  # unstructured and its parsers raise anything at all
         raise ParseError(f"{type(exc).__name__}: {exc}"[:500]) from exc
     elements = [e for e in (_to_element(r) for r in raw) if e is not None]
     if not elements:
         raise EmptyDocumentError("no text could be extracted from a non-empty file")
-    return elements
+    return ParsedDocument(elements, title)
+
+
+def _fast(mime: str, data: bytes) -> ParsedDocument:
+    title: str | None = None
+    if mime == "text/html":
+        blocks, title = parse_html(data)
+    elif mime == "text/markdown":
+        blocks = parse_markdown(decode_text(data))
+    else:
+        blocks = parse_text(decode_text(data))
+    elements = [_from_block(b) for b in blocks if b.text.strip()]
+    if not elements:
+        raise EmptyDocumentError("no text could be extracted from a non-empty file")
+    return ParsedDocument(elements, title)
+
+
+def _from_block(block: Block) -> Element:
+    return Element(category=block.category, text=block.text.strip())
+
+
+def _office_title(mime: str, data: bytes) -> str | None:
+    """The title in an Office file's core properties (``docProps/core.xml``), if set."""
+    if mime not in (EXTENSIONS[".docx"], EXTENSIONS[".pptx"]):
+        return None
+    import re
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            core = archive.read("docProps/core.xml").decode("utf-8", "replace")
+    except (KeyError, zipfile.BadZipFile, OSError):
+        return None
+    found = re.search(r"<dc:title>([^<]*)</dc:title>", core)
+    title = " ".join(found.group(1).split()) if found else ""
+    return title or None
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise ParseTimeoutError in the parsing code once ``seconds`` pass (main thread only:
+    elsewhere signals cannot interrupt, and parsing runs unbounded)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise ParseTimeoutError(f"parsing took longer than its budget of {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _to_element(raw: Any) -> Element | None:
@@ -194,6 +277,8 @@ def _pdf_text_layer(data: bytes) -> list[Any]:
                     out.append(element)
     return out
 
+
+_FAST: Final = frozenset({"text/html", "text/markdown", "text/plain"})
 
 _HANDLERS: Final[dict[str, Callable[[bytes], list[Any]]]] = {
     "application/pdf": _pdf,

@@ -18,6 +18,7 @@ _BOMS: Final = (
 )
 _MAX_CONTROL_SHARE: Final = 0.05
 _PREFERRED: Final = "cp1252"
+_CONTROLS: Final = tuple(chr(c) for c in range(32) if chr(c) not in "\t\n\r\f\v")
 
 
 def decode_text(data: bytes) -> str:
@@ -53,5 +54,5 @@ def _decode(data: bytes) -> str | None:
 def _looks_binary(text: str) -> bool:
     if not text:
         return False
-    control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f\v")
+    control = sum(text.count(ch) for ch in _CONTROLS)  # str.count runs in C: ~1 GB/s
     return control / len(text) > _MAX_CONTROL_SHARE
