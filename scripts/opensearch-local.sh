@@ -4,6 +4,10 @@
 #   scripts/opensearch-local.sh provision        # download + assemble once (cached)
 #   scripts/opensearch-local.sh start [PORT]     # start on 127.0.0.1:PORT, wait for health
 #   scripts/opensearch-local.sh stop [PORT]
+#   scripts/opensearch-local.sh start-cluster [PORT] [N]  # N nodes (default 3) on PORT..PORT+N-1
+#   scripts/opensearch-local.sh stop-cluster [PORT] [N]
+#   scripts/opensearch-local.sh kill-node PORT             # kill -9 one node (fault tests)
+#   scripts/opensearch-local.sh start-node PORT BASE N     # (re)start one node of a cluster
 #
 # Assembled from Maven Central: the integ-test distribution, lang-painless as a module (k-NN
 # extends it) and the k-NN plugin (lucene engine; the Maven zip carries no faiss/nmslib
@@ -99,13 +103,28 @@ as_user() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u "$RUN_USER" -- "$@"; else "$@"; fi
 }
 
+# start PORT [BASE N]: a single node, or node PORT of the N-node cluster on BASE..BASE+N-1
+# (transport ports +100; every node cluster-manager-eligible and data; a restarted node keeps
+# its data directory, so it rejoins with its shard copies)
 start() {
-  local port=${1:-9250}
+  local port=${1:-9250} base=${2:-} nodes=${3:-1}
   provision
   ensure_user
   local run=$RUN_ROOT/$port
-  rm -rf "$run"; mkdir -p "$run/data" "$run/logs" "$run/config"
+  if [ -z "$base" ] || [ ! -d "$run/data" ]; then
+    rm -rf "$run"; mkdir -p "$run/data" "$run/logs" "$run/config"
+  fi
   cp -r "$HOME_DIR/config/." "$run/config/"
+  local extra=()
+  if [ -n "$base" ]; then
+    sed -i '/^discovery.type: single-node$/d' "$run/config/opensearch.yml"
+    local seeds="" names="" i
+    for i in $(seq 0 $((nodes - 1))); do
+      seeds="$seeds${seeds:+,}127.0.0.1:$((base + 100 + i))"; names="$names${names:+,}n$((base + i))"
+    done
+    extra=(-Enode.name="n$port" -Ecluster.name="rag-cluster-$base" -Ediscovery.seed_hosts="$seeds"
+           -Ecluster.initial_cluster_manager_nodes="$names")
+  fi
   # jvm.options writes gc logs, error files and heap dumps relative to OPENSEARCH_HOME
   sed -i -e "s#file=logs/#file=$run/logs/#" -e "s#ErrorFile=logs/#ErrorFile=$run/logs/#" \
          -e "s#HeapDumpPath=data#HeapDumpPath=$run/data#" "$run/config/jvm.options"
@@ -120,16 +139,40 @@ start() {
     OPENSEARCH_JAVA_OPTS="-Xms$HEAP -Xmx$HEAP -XX:ActiveProcessorCount=2" \
     "$HOME_DIR/bin/opensearch" -d -p "$run/opensearch.pid" \
       -Ehttp.port="$port" -Etransport.port=$((port + 100)) \
-      -Epath.data="$run/data" -Epath.logs="$run/logs" >"$run/stdout.log" 2>&1
-  for _ in $(seq 120); do
-    if curl -fs "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null; then
-      echo "opensearch-local: up on 127.0.0.1:$port"; return; fi
+      -Epath.data="$run/data" -Epath.logs="$run/logs" "${extra[@]}" >"$run/stdout.log" 2>&1
+  if [ -n "$base" ]; then return; fi  # a cluster waits for all its nodes (wait_cluster)
+  wait_health "$port" yellow
+}
+
+wait_health() {
+  local port=$1 status=$2 run=$RUN_ROOT/$1 nodes=${3:-1}
+  for _ in $(seq 180); do
+    if curl -fs "http://127.0.0.1:$port/_cluster/health?wait_for_status=$status&wait_for_nodes=$nodes&timeout=1s" >/dev/null; then
+      echo "opensearch-local: $status on 127.0.0.1:$port"; return; fi
     if [ -f "$run/opensearch.pid" ] && ! kill -0 "$(cat "$run/opensearch.pid")" 2>/dev/null; then break; fi
     sleep 1
   done
   echo "opensearch-local: failed to start; last log lines:" >&2
-  tail -n 30 "$run/logs/rag-local.log" "$run/stdout.log" >&2 2>/dev/null || true
+  tail -n 30 "$run"/logs/*.log "$run/stdout.log" >&2 2>/dev/null || true
   exit 1
+}
+
+start_cluster() {
+  local base=${1:-9270} nodes=${2:-3} i
+  for i in $(seq 0 $((nodes - 1))); do rm -rf "${RUN_ROOT:?}/$((base + i))"; done
+  for i in $(seq 0 $((nodes - 1))); do start $((base + i)) "$base" "$nodes"; done
+  wait_health "$base" green "$nodes"
+}
+
+stop_cluster() {
+  local base=${1:-9270} nodes=${2:-3} i
+  for i in $(seq 0 $((nodes - 1))); do stop $((base + i)); done
+}
+
+kill_node() {
+  local pidfile=$RUN_ROOT/$1/opensearch.pid
+  [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+  rm -f "$pidfile"
 }
 
 stop() {
@@ -148,6 +191,10 @@ case "${1:-}" in
   provision) provision; echo "opensearch-local: provisioned at $HOME_DIR" ;;
   start) start "${2:-9250}" ;;
   stop) stop "${2:-9250}" ;;
+  start-cluster) start_cluster "${2:-9270}" "${3:-3}" ;;
+  stop-cluster) stop_cluster "${2:-9270}" "${3:-3}" ;;
+  kill-node) kill_node "${2:?port}" ;;
+  start-node) start "${2:?port}" "${3:?base}" "${4:-3}"; wait_health "${2}" yellow "${4:-3}" ;;
   home) echo "$HOME_DIR" ;;
-  *) echo "usage: $0 provision|start [PORT]|stop [PORT]|home" >&2; exit 2 ;;
+  *) echo "usage: $0 provision|start [PORT]|stop [PORT]|start-cluster [PORT] [N]|stop-cluster [PORT] [N]|kill-node PORT|start-node PORT BASE N|home" >&2; exit 2 ;;
 esac
