@@ -1,59 +1,75 @@
-"""The ``rag`` command line: ingest, query, and the demo."""
+"""The ``rag`` command line: ingest, query, the demo, and the commands of the ``cli_*`` modules.
+
+Exit codes (every command): 0 done; 1 an error (one line on stderr says why); 2 a usage error;
+``rag ingest`` also 3: the run completed with problems (see :func:`ingest_problems`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from connectors.registry import connector_for_target
-from rag.cli_common import DataDir, settings_for
+from rag.cli_common import (
+    EXIT_ERROR,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    Boundary,
+    DataDir,
+    print_error,
+    quiet_connection_logs,
+)
+from rag.cli_common import settings_for as _settings
 from rag.config import Settings
-from rag.errors import RagError
 from rag.identity import UserContext
 from rag.pipeline import IngestSummary, ingest
+from rag.progress import ProgressReporter
 from rag.retrieval import Retriever
+from rag.retrieval.core import Options
 
-app = typer.Typer(help="Permission-aware RAG ingestion and retrieval.", no_args_is_help=True)
+app = typer.Typer(
+    help="Permission-aware RAG ingestion and retrieval.\n\n"
+    "Exit codes: 0 done; 1 error (one line on stderr says why); 2 usage error; "
+    "3 (rag ingest) completed with problems.",
+    no_args_is_help=True,
+    cls=Boundary,
+    rich_markup_mode=None,
+)
 console = Console()
 err = Console(stderr=True)
 
-_settings = settings_for
-
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log each step at INFO, and the HTTP clients' retries and connection errors.",
+        ),
+    ] = False,
+) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("rag.progress").setLevel(logging.INFO)
+    quiet_connection_logs(verbose)
 
 
 def _ingest(
     target: str, settings: Settings, name: str | None, full_resync: bool = False
 ) -> IngestSummary:
     connector = connector_for_target(target, name)
-    with Progress(
-        TextColumn("[bold]ingest {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(connector.name, total=None)
-        return ingest(
-            connector,
-            settings,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            full_resync=full_resync,
-        )
+    with ProgressReporter(f"ingest {connector.name}", console=err) as progress:
+        return ingest(connector, settings, progress=progress, full_resync=full_resync)
 
 
 def _print_summary(summary: IngestSummary) -> None:
@@ -78,16 +94,68 @@ def _print_summary(summary: IngestSummary) -> None:
         table.add_row(f"time: {stage}", f"{seconds:.2f} s")
     console.print(table)
     for record in summary.quarantined:
-        console.print(f"  [yellow]quarantined[/] {record.uri}: {record.reason} ({record.message})")
-    for error in summary.listing_errors:
-        console.print(f"  [red]not listed[/] {error}")
+        line = f"{record.uri}: {record.reason} ({record.message})"
+        console.print(f"  [yellow]quarantined[/] {_esc(line)}", highlight=False, soft_wrap=True)
+    for line in summary.listing_errors:
+        console.print(f"  [red]not listed[/] {_esc(line)}", soft_wrap=True)
     for problem in summary.policy_errors:
-        console.print(f"  [red]policy error (what it governs is hidden)[/] {problem}")
+        console.print(
+            f"  [red]policy error (what it governs is hidden)[/] {_esc(problem)}", soft_wrap=True
+        )
     if summary.deletion_blocked:
-        console.print(f"  [red]deletion held back:[/] {summary.deletion_blocked}")
+        console.print(f"  [red]deletion held back:[/] {_esc(summary.deletion_blocked)}")
 
 
-@app.command("ingest")
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def ingest_problems(summary: IngestSummary, still_quarantined: int = 0) -> list[str]:
+    """Why a completed run did not do all that was asked (empty: it did): the reasons for exit
+    code 3. ``still_quarantined`` counts files quarantined by earlier runs that this run left
+    as they were (same content and ACL)."""
+    problems: list[str] = []
+    if not summary.listing_complete or summary.listing_errors:
+        problems.append(
+            f"the listing was incomplete ({len(summary.listing_errors)} errors): nothing was "
+            "deleted, and documents not listed were not checked"
+        )
+    if summary.deletion_blocked:
+        hint = (
+            ""
+            if "ALLOW_MASS_DELETE" in summary.deletion_blocked
+            else (" (RAG_SYNC__ALLOW_MASS_DELETE=true overrides the mass-delete guard)")
+        )
+        problems.append(f"deletions held back: {summary.deletion_blocked}{hint}")
+    if summary.policy_errors:
+        problems.append(
+            f"{len(summary.policy_errors)} policy problems: what a broken policy governs is hidden"
+        )
+    quarantined = len(summary.quarantined) + still_quarantined
+    if quarantined:
+        earlier = f", {still_quarantined} of them from earlier runs" if still_quarantined else ""
+        problems.append(f"{quarantined} files quarantined{earlier} (rag quarantine list says why)")
+    return problems
+
+
+_INGEST_HELP = """Sync a source into the index: a folder (ACLs from its .rag-acl.toml policy
+files), an S3 prefix (ACLs from .metadata.json sidecars and .rag-acl.toml), or a push manifest.
+
+\b
+Exit codes:
+  0  the run completed and did all that was asked
+  1  error: the run failed or could not start (one line on stderr says why)
+  2  usage error: a bad option or argument
+  3  the run completed with problems: an incomplete listing (nothing was deleted),
+     deletions held back by the mass-delete guard (RAG_SYNC__ALLOW_MASS_DELETE=true
+     overrides it), files quarantined now or by earlier runs (rag quarantine list),
+     or broken policy files (what they govern is hidden)
+A dry run exits 0 or 1."""
+
+
+@app.command("ingest", help=_INGEST_HELP)
 def ingest_command(
     target: Annotated[
         str,
@@ -98,7 +166,7 @@ def ingest_command(
     ],
     name: Annotated[
         str | None,
-        typer.Option(help="Source name (default: the folder, bucket or manifest name)."),
+        typer.Option("--name", help="Source name (default: the folder, bucket or manifest name)."),
     ] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -109,20 +177,25 @@ def ingest_command(
         bool, typer.Option("--dry-run", help="Estimate embedding calls, tokens and cost only.")
     ] = False,
 ) -> None:
-    """Sync a source into the index: a folder (ACLs from its .rag-acl.toml policy files), an S3
-    prefix (ACLs from .metadata.json sidecars and .rag-acl.toml), or a push manifest."""
+    settings = _settings(data_dir)
     if dry_run:
-        _dry_run(target, _settings(data_dir), name, full_resync, as_json)
+        _dry_run(target, settings, name, full_resync, as_json)
         return
-    try:
-        summary = _ingest(target, _settings(data_dir), name, full_resync)
-    except RagError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    summary = _ingest(target, settings, name, full_resync)
+    from rag.cli_quarantine import current_quarantine
+
+    now = {r.document_id for r in summary.quarantined}
+    earlier = [r for r in current_quarantine(settings, summary.source) if r.document_id not in now]
     if as_json:
         typer.echo(json.dumps(summary.to_json(), indent=2))
     else:
         _print_summary(summary)
+    problems = ingest_problems(summary, len(earlier))
+    for problem in problems:
+        err.print(f"[yellow]problem:[/] {_esc(problem)}", soft_wrap=True, highlight=False)
+    if problems:
+        err.print(f"completed with problems (exit {EXIT_PROBLEMS})", highlight=False)
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 def _dry_run(
@@ -130,12 +203,10 @@ def _dry_run(
 ) -> None:
     from rag.estimate import estimate
 
-    try:
-        connector = connector_for_target(target, name)
+    connector = connector_for_target(target, name)
+    # estimate() reports no progress yet: the reporter says it is alive (see rag/progress.py)
+    with ProgressReporter(f"dry run {connector.name}", console=err):
         result = estimate(connector, settings, full_resync=full_resync)
-    except RagError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -164,25 +235,69 @@ def _dry_run(
         spread = ", ".join(f"{n} {where}" for where, n in sorted(counts.items()))
         console.print(f"  classification {label}: {spread}")
     for line in result.unparseable:
-        console.print(f"  [yellow]would be quarantined[/] {line}")
+        console.print(f"  [yellow]would be quarantined[/] {_esc(line)}", soft_wrap=True)
 
 
 @app.command("query")
 def query_command(
     text: Annotated[str, typer.Argument(help="The question.")],
     user: Annotated[
-        str | None, typer.Option("--user", "-u", help="The user id asking (trusted).")
+        str | None,
+        typer.Option("--user", "-u", metavar="USER", help="The user id asking (trusted)."),
     ] = None,
     group: Annotated[
-        list[str] | None, typer.Option("--group", "-g", help="A group of the user (trusted).")
+        list[str] | None,
+        typer.Option(
+            "--group", "-g", metavar="GROUP", help="A group of the user (trusted; repeat for more)."
+        ),
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option("--token", help="A bearer token (JWT) proving who asks (RAG_AUTH__*)."),
+        typer.Option(
+            "--token", metavar="JWT", help="A bearer token proving who asks (RAG_AUTH__*)."
+        ),
     ] = None,
     k: Annotated[
         int | None,
-        typer.Option("-k", min=1, max=1000, help="Hits to return (default: RAG_RETRIEVAL__TOP_K)."),
+        typer.Option(
+            "--k",
+            "-k",
+            min=1,
+            max=1000,
+            metavar="N",
+            help="Hits to return, 1 to 1000 (default: RAG_RETRIEVAL__TOP_K).",
+        ),
+    ] = None,
+    mode: Annotated[
+        Literal["dense", "bm25", "hybrid"] | None,
+        typer.Option(
+            "--mode",
+            help="dense (vectors), bm25 (keywords) or hybrid (both, fused); bm25 and hybrid "
+            "need OpenSearch (default: RAG_RETRIEVAL__MODE).",
+        ),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            "--min-score", help="Drop hits scored below this (default: RAG_RETRIEVAL__MIN_SCORE)."
+        ),
+    ] = None,
+    filter_text: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            metavar="EXPR",
+            help="Only documents matching this metadata filter, e.g. "
+            '\'source = "handbook" and modified >= "2026-01-01"\' (narrows, never widens).',
+        ),
+    ] = None,
+    where_pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            metavar="KEY=VALUE",
+            help="Only documents whose metadata KEY equals VALUE (repeat: all must hold).",
+        ),
     ] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as one JSON object.")] = False,
@@ -190,10 +305,21 @@ def query_command(
     """Search the index as one user; only chunks that user may read come back.
 
     Read-only: a data dir or alias with nothing ingested is an error, and nothing is created."""
+    from rag.filters import all_of, parse_filter, where
+
     settings = _settings(data_dir)
     if (user is None) == (token is None):
         err.print("[red]error:[/] give either --user (with --group) or --token")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
+    options: Options = {}  # each option left out takes the settings' default
+    if mode is not None:
+        options["mode"] = mode
+    if min_score is not None:
+        options["min_score"] = min_score
+    options["filter"] = all_of(
+        parse_filter(filter_text) if filter_text is not None else None,
+        where(where_pairs or []),
+    )
     try:
         if token is not None:
             from rag.resolve import IdentityResolver
@@ -201,11 +327,11 @@ def query_command(
             context = IdentityResolver(settings).from_token(token)
         else:
             context = UserContext.of(user or "", group or [])
-        result = Retriever.from_settings(settings).search(text, context, k)
-        hits = result.hits
-    except (RagError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+        result = Retriever.from_settings(settings).search(text, context, k, **options)
+    except ValueError as exc:  # our InvalidRequestError, or a model refusing a value
+        print_error(err, exc)
+        raise typer.Exit(EXIT_ERROR) from None
+    hits = result.hits
     if as_json:
         typer.echo(
             json.dumps(
@@ -224,10 +350,10 @@ def query_command(
         console.print("No results this user may see.")
     for rank, hit in enumerate(hits, start=1):
         console.print(
-            f"[bold]{rank}.[/] {hit.chunk.citation.uri} "
+            f"[bold]{rank}.[/] {_esc(hit.chunk.citation.uri)} "
             f"[dim](score {hit.score:.3f}, chunk {hit.chunk.id[:12]})[/]"
         )
-        console.print(f"   {_snippet(hit.chunk.text)}")
+        console.print(f"   {_esc(_snippet(hit.chunk.text))}")
 
 
 def _snippet(text: str, width: int = 160) -> str:
@@ -237,53 +363,81 @@ def _snippet(text: str, width: int = 160) -> str:
 
 @app.command("demo")
 def demo_command(data_dir: DataDir = None) -> None:
-    """Ingest the bundled demo company and show how answers differ by user."""
+    """Ingest the bundled demo company (source "kestrel") into the data dir and show how
+    answers differ by user; rag query then searches it too."""
     from rag.demo import CORPUS_NAME, DEMO_MIN_SCORE, QUESTIONS, USERS, corpus_path
 
-    settings = _settings((data_dir or Path(".rag")) / "demo")
+    settings = _settings(data_dir)
     console.rule("[bold]Ingesting the Kestrel Dynamics demo corpus")
-    try:
-        summary = _ingest(str(corpus_path()), settings, CORPUS_NAME)
-        _print_summary(summary)
-        retriever = Retriever.from_settings(settings)
-        for question in QUESTIONS:
-            console.print(f"\n[bold]Q: {question}[/]")
-            for user in USERS:
-                hits = [
-                    h for h in retriever.retrieve(question, user, k=1) if h.score >= DEMO_MIN_SCORE
-                ]
-                who = f"{user.user_id} ({', '.join(sorted(user.groups)) or 'no groups'})"
-                if hits:
-                    hit = hits[0]
-                    console.print(
-                        f"  {who:<28} [cyan]{hit.chunk.citation.uri}[/] "
-                        f"[dim]{hit.score:.2f}[/]  {_snippet(hit.chunk.text, 60)}"
-                    )
-                else:
-                    console.print(f"  {who:<28} [dim]nothing relevant this user may read[/]")
-    except RagError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    summary = _ingest(str(corpus_path()), settings, CORPUS_NAME)
+    _print_summary(summary)
+    retriever = Retriever.from_settings(settings)
+    for question in QUESTIONS:
+        console.print(f"\n[bold]Q: {question}[/]")
+        for user in USERS:
+            hits = [h for h in retriever.retrieve(question, user, k=1) if h.score >= DEMO_MIN_SCORE]
+            who = f"{user.user_id} ({', '.join(sorted(user.groups)) or 'no groups'})"
+            if hits:
+                hit = hits[0]
+                console.print(
+                    f"  {who:<28} [cyan]{_esc(hit.chunk.citation.uri)}[/] "
+                    f"[dim]{hit.score:.2f}[/]  {_esc(_snippet(hit.chunk.text, 60))}"
+                )
+            else:
+                console.print(f"  {who:<28} [dim]nothing relevant this user may read[/]")
+    where = settings.data_dir if settings.store.backend == "lancedb" else "OpenSearch"
+    console.print(
+        f"\nIngested into {where} as source {CORPUS_NAME!r}: try "
+        f'rag query "How many vacation days?" --user alice --group hr',
+        highlight=False,
+    )
 
 
 @app.command("serve-embeddings")
 def serve_embeddings_command(
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8080,
-    max_batch: Annotated[int, typer.Option(help="Most texts per model call.")] = 64,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8080,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="Most texts per model call.")
+    ] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0, help="How long a batch waits to fill (ms).")
+    ] = 5.0,
+    device: Annotated[
+        Literal["cpu", "cuda", "auto"],
+        typer.Option("--device", help="Where the model runs: cpu, cuda, or auto (CUDA if any)."),
+    ] = "auto",
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-dir",
+            exists=True,
+            file_okay=False,
+            dir_okay=True,
+            help="Serve this sentence-transformers model directory with PyTorch (on CUDA when "
+            "present; needs sentence-transformers and torch) instead of the bundled ONNX "
+            "all-MiniLM-L6-v2.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the local model over the text-embeddings-inference HTTP API (POST /embed)."""
+    """Serve an embedding model over the text-embeddings-inference HTTP API (POST /embed)."""
     import uvicorn
 
-    from rag.embeddings.minilm import MiniLMEmbedder
+    from rag.embeddings.base import Embedder
     from rag.serve import create_app
 
-    settings = Settings()
-    embedder = MiniLMEmbedder(
-        settings.embedding.max_sequence_tokens, settings.embedding.threads, device
-    )
+    settings = _settings(None)
+    embedder: Embedder
+    if model_dir is not None:
+        from rag.embeddings.sentence_transformers import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder(model_dir, device, batch_size=max_batch)
+    else:
+        from rag.embeddings.minilm import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder(
+            settings.embedding.max_sequence_tokens, settings.embedding.threads, device
+        )
     uvicorn.run(
         create_app(embedder, max_batch, max_wait_ms), host=host, port=port, log_level="warning"
     )
@@ -292,20 +446,23 @@ def serve_embeddings_command(
 @app.command("eval")
 def eval_command(
     suite: Annotated[str, typer.Option("--suite", help="A shipped suite name or a .toml path.")],
-    out: Annotated[Path, typer.Option(help="Where reports and history go.")] = Path("reports"),
+    out: Annotated[Path, typer.Option("--out", help="Where reports and history go.")] = Path(
+        "reports"
+    ),
     data_dir: DataDir = None,
 ) -> None:
-    """Run an evaluation suite and write its HTML, JSON and markdown report; exit 1 on failure."""
+    """Run an evaluation suite and write its HTML, JSON and markdown report; exit 1 on a leak,
+    a threshold miss or a regression."""
     from evaluation.report import write_report
     from evaluation.runner import run_suite
     from evaluation.suite import load_suite
 
-    try:
-        result = run_suite(load_suite(suite), out, (data_dir or Path(".rag")) / "eval")
-        result.feedback = _feedback(_settings(data_dir))
-    except RagError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    settings = _settings(data_dir)
+    loaded = load_suite(suite)
+    # run_suite reports no progress yet: the reporter says it is alive (see rag/progress.py)
+    with ProgressReporter(f"eval {loaded.name}", console=err, unit="steps"):
+        result = run_suite(loaded, out, settings.data_dir / "eval")
+    result.feedback = _feedback(settings)
     path = write_report(result, out)
     for key, value in sorted(result.headline().items()):
         console.print(f"  {key:<40} {value:.4f}")
@@ -314,7 +471,7 @@ def eval_command(
         console.print(f"[green]PASS[/] {result.suite}: {result.leaks} leaks")
         return
     for failure in result.failures:
-        console.print(f"  [red]{failure}[/]")
+        console.print(f"  [red]{_esc(failure)}[/]")
     console.print(f"[red]FAIL[/] {result.suite}")
     raise typer.Exit(1)
 
@@ -334,11 +491,13 @@ def _feedback(settings: Settings) -> list[dict[str, object]]:
 
 
 def _register_more() -> None:
-    from rag import cli_audit, cli_directory, cli_runs
+    from rag import cli_audit, cli_directory, cli_quarantine, cli_runs, cli_sources
 
     cli_audit.register(app, console, err)
     cli_directory.register(app, console, err)
     cli_runs.register(app, console, err)
+    cli_sources.register(app, console, err)
+    cli_quarantine.register(app, console, err)
 
 
 _register_more()

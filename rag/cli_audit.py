@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rag.audit import build_audit_sink
-from rag.cli_common import DataDir, settings_for
+from rag.cli_common import DataDir, print_error, settings_for
 from rag.errors import ConfigurationError, RagError
 from rag.identity import canonical_id
 
@@ -55,7 +55,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
             who = canonical_id(user) if user is not None else None
             records = list(sink.records(user_id=who, since=parse_since(since)))
         except RagError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            print_error(err, exc)
             raise typer.Exit(1) from exc
         if as_json:
             for record in records:
@@ -90,6 +90,6 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
                 Feedback(audit_id=audit_id, at=datetime.now(UTC), helpful=helpful, note=note)
             )
         except RagError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            print_error(err, exc)
             raise typer.Exit(1) from exc
         console.print(json.dumps({"audit_id": audit_id, "helpful": helpful}))

@@ -8,10 +8,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rag.cli_common import DataDir, settings_for
+from rag.cli_common import DataDir, print_error, settings_for
 from rag.errors import RagError
+from rag.progress import ProgressReporter
 
-directory_app = typer.Typer(help="The synced group directory (LDAP / SCIM).", no_args_is_help=True)
+directory_app = typer.Typer(
+    help="The synced group directory (LDAP / SCIM).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def register(app: typer.Typer, console: Console, err: Console) -> None:
@@ -25,10 +28,13 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         """Sync users, groups and memberships from the directory (RAG_DIRECTORY__*)."""
         from rag.directory import sync_directory
 
+        settings = settings_for(data_dir)
         try:
-            summary = sync_directory(settings_for(data_dir))
+            # sync_directory reports no progress yet: the reporter says it is alive
+            with ProgressReporter(f"directory sync {settings.directory.backend}", console=err):
+                summary = sync_directory(settings)
         except RagError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            print_error(err, exc)
             raise typer.Exit(1) from exc
         if as_json:
             typer.echo(summary.model_dump_json(indent=2))
@@ -53,7 +59,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
         try:
             resolved = open_directory(settings_for(data_dir)).resolve(user)
         except RagError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            print_error(err, exc)
             raise typer.Exit(1) from exc
         typer.echo(
             json.dumps(

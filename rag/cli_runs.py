@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rag.cli_common import DataDir, settings_for
+from rag.cli_common import DataDir, print_error, settings_for
 from rag.errors import RagError
 from rag.stores import build_store
 
@@ -29,7 +29,7 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
             found = store.index_info() is not None
             records = store.run_log().runs(source, limit) if found else []
         except RagError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            print_error(err, exc)
             raise typer.Exit(1) from exc
         if as_json:
             for record in records:
