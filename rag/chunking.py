@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 
 import tiktoken
 
 from rag.config import ChunkingSettings
 from rag.errors import MissingAclError
-from rag.models import Chunk, Citation, SourceDocument
+from rag.models import Chunk, Citation, MetadataValue, SourceDocument
 from rag.parsing import Element
 from rag.tokens import get_encoding
 
@@ -75,7 +76,7 @@ class Chunker:
                             section=section.title,
                             page=page,
                         ),
-                        metadata={"mime_type": document.mime_type},
+                        metadata=_chunk_metadata(document),
                     )
                 )
         return chunks
@@ -163,3 +164,13 @@ class Chunker:
 def _join(units: list[_Unit]) -> tuple[str, int | None]:
     page = next((u.page for u in units if u.page is not None), None)
     return _SEPARATOR.join(u.text for u in units), page
+
+
+def _chunk_metadata(document: SourceDocument) -> dict[str, MetadataValue]:
+    """What every chunk of ``document`` carries for filters and citations: the connector's
+    metadata (deep ``link``, sidecar ``attr.*`` attributes, ...), the MIME type, and the
+    modification time (ISO 8601, UTC)."""
+    metadata: dict[str, MetadataValue] = dict(document.metadata)
+    metadata["mime_type"] = document.mime_type
+    metadata["modified"] = document.modified_at.astimezone(UTC).isoformat()
+    return metadata

@@ -204,9 +204,8 @@ def _dry_run(
     from rag.estimate import estimate
 
     connector = connector_for_target(target, name)
-    # estimate() reports no progress yet: the reporter says it is alive (see rag/progress.py)
-    with ProgressReporter(f"dry run {connector.name}", console=err):
-        result = estimate(connector, settings, full_resync=full_resync)
+    with ProgressReporter(f"dry run {connector.name}", console=err) as progress:
+        result = estimate(connector, settings, full_resync=full_resync, progress=progress)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -272,8 +271,8 @@ def query_command(
         Literal["dense", "bm25", "hybrid"] | None,
         typer.Option(
             "--mode",
-            help="dense (vectors), bm25 (keywords) or hybrid (both, fused); bm25 and hybrid "
-            "need OpenSearch (default: RAG_RETRIEVAL__MODE).",
+            help="dense (vectors), bm25 (keywords) or hybrid (both, fused by reciprocal rank) "
+            "(default: RAG_RETRIEVAL__MODE).",
         ),
     ] = None,
     min_score: Annotated[
@@ -299,6 +298,20 @@ def query_command(
             help="Only documents whose metadata KEY equals VALUE (repeat: all must hold).",
         ),
     ] = None,
+    rerank: Annotated[
+        bool | None,
+        typer.Option(
+            "--rerank/--no-rerank",
+            help="Rerank the first-stage candidates (default: on when a reranker is set).",
+        ),
+    ] = None,
+    expand: Annotated[
+        Literal["neighbors", "section"] | None,
+        typer.Option(
+            "--expand",
+            help="Add each hit's neighbouring chunks or the rest of its section (same ACL).",
+        ),
+    ] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as one JSON object.")] = False,
 ) -> None:
@@ -306,6 +319,7 @@ def query_command(
 
     Read-only: a data dir or alias with nothing ingested is an error, and nothing is created."""
     from rag.filters import all_of, parse_filter, where
+    from rag.retrieval.citations import cite
 
     settings = _settings(data_dir)
     if (user is None) == (token is None):
@@ -316,6 +330,10 @@ def query_command(
         options["mode"] = mode
     if min_score is not None:
         options["min_score"] = min_score
+    if rerank is not None:
+        options["rerank"] = rerank
+    if expand is not None:
+        options["expand"] = expand
     options["filter"] = all_of(
         parse_filter(filter_text) if filter_text is not None else None,
         where(where_pairs or []),
@@ -340,7 +358,7 @@ def query_command(
                     "user": context.user_id,
                     "groups": sorted(context.groups),
                     "audit_id": result.audit_id,
-                    "hits": [h.to_json() for h in hits],
+                    "hits": [{**h.to_json(), "reference": cite(h.chunk).to_json()} for h in hits],
                 },
                 indent=2,
             )
@@ -459,9 +477,8 @@ def eval_command(
 
     settings = _settings(data_dir)
     loaded = load_suite(suite)
-    # run_suite reports no progress yet: the reporter says it is alive (see rag/progress.py)
-    with ProgressReporter(f"eval {loaded.name}", console=err, unit="steps"):
-        result = run_suite(loaded, out, settings.data_dir / "eval")
+    with ProgressReporter(f"eval {loaded.name}", console=err, unit="steps") as progress:
+        result = run_suite(loaded, out, settings.data_dir / "eval", progress=progress)
     result.feedback = _feedback(settings)
     path = write_report(result, out)
     for key, value in sorted(result.headline().items()):

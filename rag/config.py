@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.rerank.settings import RerankSettings
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -208,8 +210,11 @@ class RetrievalSettings(_Section):
     mode: Literal["dense", "bm25", "hybrid"] = Field(
         "dense", description="bm25 and hybrid need a store with text search (OpenSearch)."
     )
-    min_score: float = Field(
-        -1.0, ge=-1.0, le=1.0, description="Drop hits less similar than this (cosine)."
+    min_score: float | None = Field(
+        None,
+        description="Drop hits scoring below this, on the mode's scale: cosine similarity "
+        "(dense), BM25 (bm25), reciprocal rank fusion (hybrid, at most 0.033), the reranker's "
+        "relevance (reranked); None: keep every hit.",
     )
     max_acl_age_seconds: float | None = Field(
         None,
@@ -350,6 +355,7 @@ class Settings(BaseSettings):
     classification: ClassificationSettings = ClassificationSettings()
     audit: AuditSettings = AuditSettings()
     auth: AuthSettings = AuthSettings()
+    rerank: RerankSettings = RerankSettings()
 
     @property
     def store_uri(self) -> Path:

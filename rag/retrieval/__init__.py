@@ -1,7 +1,19 @@
-"""Retrieval: the core retriever (``core``) and its LangChain adapter (``langchain``)."""
+"""Retrieval: the core retriever (``core``), context expansion (``expand``), citations
+(``citations``) and the LangChain adapter (``langchain``)."""
 
 from __future__ import annotations
 
-from rag.retrieval.core import Retriever
+from rag.retrieval.citations import Reference, cite
+from rag.retrieval.core import Mode, Options, Retrieval, Retriever
+from rag.retrieval.expand import Expand, Passage
 
-__all__ = ["Retriever"]
+__all__ = [
+    "Expand",
+    "Mode",
+    "Options",
+    "Passage",
+    "Reference",
+    "Retrieval",
+    "Retriever",
+    "cite",
+]

@@ -3,7 +3,10 @@ created, on disk or in the cluster; an index of another model is refused; k is b
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,13 @@ from rag.errors import (
     RagError,
     StoreError,
 )
+from rag.filters import Eq
 from rag.identity import UserContext
 from rag.retrieval.core import Retriever
 from rag.stores.lancedb import LanceDBStore
 from rag.stores.limits import MAX_K
 from rag.stores.opensearch import OpenSearchStore, index_name
+from rag.stores.opensearch_async import AsyncOpenSearchStore
 from tests.contract import CORPUS, EMBEDDER, INFO, put
 
 runner = CliRunner()
@@ -293,3 +298,103 @@ def test_k_at_the_bounds_is_fine(lance: LanceDBStore, k: int) -> None:
     hits = lance.search(VECTOR, PRINCIPALS, k)
     assert len(hits) == min(k, 3)  # alice may read three of the chunks
     assert len(Retriever(lance, EMBEDDER, top_k=k).retrieve("salary", ALICE)) == min(k, 3)
+
+
+# -- the async OpenSearch read path -----------------------------------------------------------
+class _Awaited:
+    """A client double awaited as ``AsyncOpenSearch`` is: each call of the wrapped double
+    becomes a coroutine; ``indices`` is wrapped the same way."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "indices":
+            return _Awaited(self._inner.indices)
+        target = getattr(self._inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return target(*args, **kwargs)
+
+        return call
+
+
+class _Recording(_ReadOnlyClient):
+    """The read-only double, keeping every search body it was sent."""
+
+    def __init__(self, target: str | None = None, meta: dict[str, Any] | None = None) -> None:
+        super().__init__(target, meta)
+        self.bodies: list[Any] = []
+
+    def search(self, index: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.bodies.append((index, body))
+        return super().search(index, body)
+
+    def msearch(self, body: list[dict[str, Any]]) -> dict[str, Any]:
+        self.bodies.append(body)
+        return super().msearch(body)
+
+    def count(self, index: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.calls.append("count")
+        return {"count": 0}
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def _async_store(client: _ReadOnlyClient, index: str | None = None) -> AsyncOpenSearchStore:
+    return AsyncOpenSearchStore(
+        OpenSearchSettings(alias="kb"), index=index, client_factory=lambda: _Awaited(client)
+    )
+
+
+@pytest.mark.parametrize("explicit_index", [None, "kb--building"])
+def test_async_opensearch_reads_of_a_missing_index_create_nothing(
+    explicit_index: str | None,
+) -> None:
+    client = _ReadOnlyClient()
+    store = _async_store(client, explicit_index)
+    retriever = Retriever(_opensearch(_ReadOnlyClient()), EMBEDDER, async_store=store)
+
+    async def reads() -> None:
+        assert await store.index_info() is None
+        searches: dict[str, Callable[[], Any]] = {
+            "search": lambda: store.search(VECTOR, PRINCIPALS, 5),
+            "search_text": lambda: store.search_text("salary", PRINCIPALS, 5),
+            "search_hybrid": lambda: store.search_hybrid("salary", VECTOR, PRINCIPALS, 5),
+            "fetch_chunks": lambda: store.fetch_chunks(["a" * 32], PRINCIPALS),
+            "count": store.count,
+            "aretrieve": lambda: retriever.aretrieve("salary", ALICE),
+        }
+        for name, read in searches.items():
+            with pytest.raises(IndexNotFoundError, match="nothing ingested at OpenSearch") as e:
+                await read()
+            assert (explicit_index or "alias kb") in str(e.value), name
+
+    asyncio.run(reads())
+    assert set(client.calls) <= {"indices.get_alias", "indices.exists"}  # no search was sent
+
+
+def test_async_opensearch_sends_the_sync_stores_request_bodies() -> None:
+    """Same index, same bodies: the ACL, freshness and metadata filters are the sync store's."""
+    target = index_name("kb", INFO)
+    meta = {"model_id": INFO.model_id, "dimension": INFO.dimension, "acls_confirmed_at": {}}
+    sync_client, async_client = _Recording(target, meta), _Recording(target, meta)
+    sync, aio = _opensearch(sync_client), _async_store(async_client)
+    fresh = datetime.now(UTC) - timedelta(hours=1)
+    wanted = Eq("source", "handbook")
+    kw: dict[str, Any] = {"acl_fresh_after": fresh, "filter": wanted}
+    sync.search(VECTOR, PRINCIPALS, 5, **kw)
+    sync.search_text("salary", PRINCIPALS, 5, **kw)
+    sync.search_hybrid("salary", VECTOR, PRINCIPALS, 5, **kw)
+
+    async def run() -> None:
+        await aio.search(VECTOR, PRINCIPALS, 5, **kw)
+        await aio.search_text("salary", PRINCIPALS, 5, **kw)
+        await aio.search_hybrid("salary", VECTOR, PRINCIPALS, 5, **kw)
+        await aio.aclose()
+
+    asyncio.run(run())
+    assert async_client.bodies == sync_client.bodies
+    assert len(sync_client.bodies) == 3
+    assert "handbook" in json.dumps(sync_client.bodies)

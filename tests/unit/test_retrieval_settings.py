@@ -187,10 +187,24 @@ def test_rag_query_k_option_overrides_top_k(
     assert spies[0].calls == [("search", 2)] and len(json.loads(result.stdout)["hits"]) == 2
 
 
+class _DenseOnly:
+    """A store without text search (a dense-only backend): the real one, less search_text and
+    search_hybrid."""
+
+    def __init__(self, inner: VectorStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("search_text", "search_hybrid"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
 @pytest.mark.parametrize("mode", ["bm25", "hybrid"])
 def test_text_modes_on_a_store_without_text_search_fail_at_construction(
     tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("rag.retrieval.core.build_store", lambda s: _DenseOnly(build_store(s)))
     settings = _settings(tmp_path / "data", mode=mode)
     with pytest.raises(ConfigurationError, match=f"{mode} needs a store with text search"):
         Retriever.from_settings(settings)
