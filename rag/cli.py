@@ -437,12 +437,24 @@ def serve_embeddings_command(
             "all-MiniLM-L6-v2.",
         ),
     ] = None,
+    reranker: Annotated[
+        Path | None,
+        typer.Option(
+            "--reranker",
+            exists=True,
+            file_okay=False,
+            dir_okay=True,
+            help="An ONNX cross-encoder folder (model.onnx, tokenizer.json): also serve "
+            "POST /rerank.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve an embedding model over the text-embeddings-inference HTTP API (POST /embed)."""
-    import uvicorn
-
+    """Serve an embedding model over the text-embeddings-inference HTTP API (POST /embed,
+    POST /rerank with --reranker), the OpenAI-compatible POST /v1/embeddings, and Prometheus
+    GET /metrics; logs the address it listens on."""
     from rag.embeddings.base import Embedder
-    from rag.serve import create_app
+    from rag.rerank.local import OnnxCrossEncoder
+    from rag.serve import create_app, serve
 
     settings = _settings(None)
     embedder: Embedder
@@ -456,9 +468,19 @@ def serve_embeddings_command(
         embedder = MiniLMEmbedder(
             settings.embedding.max_sequence_tokens, settings.embedding.threads, device
         )
-    uvicorn.run(
-        create_app(embedder, max_batch, max_wait_ms), host=host, port=port, log_level="warning"
-    )
+    scorer = None  # project errors (a bad folder, a port in use) print one line: see cli_common
+    if reranker is not None:
+        local = settings.rerank.local
+        scorer = OnnxCrossEncoder(
+            reranker,
+            max_sequence_tokens=local.max_sequence_tokens,
+            batch_size=local.batch_size,
+            threads=local.threads or settings.embedding.threads,
+            device=device,
+            model_sha256=local.model_sha256,
+        )
+        scorer.rerank("warm-up", ["warm-up"])  # fail fast on a bad folder
+    serve(create_app(embedder, max_batch, max_wait_ms, reranker=scorer), host, port)
 
 
 @app.command("eval")

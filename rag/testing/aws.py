@@ -1,15 +1,17 @@
-"""Loopback HTTP servers that speak the bedrock-runtime and sagemaker-runtime wire protocols
-(REST-JSON), so boto3's real client code, signing and serialization run in tests.
+"""Loopback HTTP servers that speak the bedrock-runtime, bedrock-agent-runtime (``Rerank``) and
+sagemaker-runtime wire protocols (REST-JSON), so boto3's real client code, signing and
+serialization run in tests.
 
-Responses are deterministic embeddings of each input (the hash embedder), so a test can check
-every returned vector. Faults (throttling, 5xx, timeouts) and a token-bucket quota are injected
-on request.
+Responses are deterministic: embeddings of each input (the hash embedder), so a test can check
+every returned vector, and rerank scores from word overlap with the query (:func:`overlap_score`).
+Faults (throttling, 5xx, timeouts) and a token-bucket quota are injected on request.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ class StubConfig:
     burst: float = 1.0
     latency: float = 0.0  # seconds each successful call takes
     seed: int = 0
+    rerank_page_size: int | None = None  # Rerank answers in pages (nextToken) of this many
 
 
 @dataclass
@@ -140,12 +143,45 @@ class AwsStub:
                 },
                 texts,
             )
+        if path == "/rerank":
+            return self._rerank(body)
         if path.startswith("/endpoints/"):
             texts = list(body.get("inputs") or body.get("text_inputs") or [])
             vectors = hasher.embed_batch(texts).tolist()
             payload = {"embedding": vectors} if "text_inputs" in body else vectors
             return 200, {}, payload, texts
         return 404, {}, {"message": "not found"}, []
+
+    def _rerank(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any, list[str]]:
+        """bedrock-agent-runtime ``Rerank``: validates the request as the service does, scores
+        each source by word overlap with the query, pages with ``nextToken`` if configured."""
+        invalid = (400, {"x-amzn-ErrorType": "ValidationException"})
+        try:
+            (query,) = body["queries"]
+            text = query["textQuery"]["text"]
+            sources = [s["inlineDocumentSource"]["textDocument"]["text"] for s in body["sources"]]
+            config = body["rerankingConfiguration"]["bedrockRerankingConfiguration"]
+            arn = config["modelConfiguration"]["modelArn"]
+            wanted = int(config.get("numberOfResults", len(sources)))
+        except (KeyError, TypeError, ValueError):
+            return *invalid, {"message": "malformed Rerank request"}, []
+        if query.get("type") != "TEXT" or not 1 <= len(sources) <= 1000 or not text:
+            return *invalid, {"message": "queries/sources out of bounds"}, []
+        if not arn.startswith("arn:aws:bedrock:") or "foundation-model/" not in arn:
+            return *invalid, {"message": f"invalid modelArn {arn}"}, []
+        if not 1 <= wanted <= 1000:
+            return *invalid, {"message": "numberOfResults out of bounds"}, []
+        scores = [overlap_score(text, source) for source in sources]
+        order = sorted(range(len(sources)), key=lambda i: (-scores[i], i))[:wanted]
+        start = int(body.get("nextToken") or 0)
+        size = self.config.rerank_page_size or len(order)
+        page = order[start : start + size]
+        payload: dict[str, Any] = {
+            "results": [{"index": i, "relevanceScore": scores[i]} for i in page]
+        }
+        if start + size < len(order):
+            payload["nextToken"] = str(start + size)
+        return 200, {}, payload, sources if start == 0 else []
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stub = self
@@ -206,3 +242,11 @@ class AwsStub:
                     pass
 
         return Handler
+
+
+def overlap_score(query: str, text: str) -> float:
+    """The stand-in's relevance: the share of the query's words found in ``text`` (0..1)."""
+    words = set(re.findall(r"\w+", query.lower()))
+    if not words:
+        return 0.0
+    return len(words & set(re.findall(r"\w+", text.lower()))) / len(words)
