@@ -4,6 +4,10 @@ For each persona: retrieval quality on what it may see (nDCG@10, Recall@100, MRR
 level; ragas ID-based context precision/recall on the top 10) and its leak count: a returned chunk
 whose document the persona may not read (by the overlay, not by the index) is a leak. The verdict
 fails on any leak, on a threshold miss, or on a regression beyond tolerance against the last run.
+
+A run's ``progress(done, total)`` counts steps: the documents the suite's ingest processes, then
+one per query per persona per mode, then (when LLM metrics are configured) one per judged query
+per mode, reported as each mode's LLM scores come back.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from evaluation.beir_connector import BeirConnector
 from evaluation.datasets import BeirDataset, default_eval_root, load_beir
@@ -25,13 +29,15 @@ from evaluation.ragas_metrics import LLM_SKIP_MESSAGE, id_based_scores, llm_metr
 from evaluation.suite import Mode, Suite
 from rag.config import Settings
 from rag.embeddings import build_embedder
-from rag.pipeline import ingest, with_cache
+from rag.pipeline import Progress, ingest, with_cache
 from rag.retrieval.core import Retriever
 from rag.sources import derive_settings
 from rag.stores import build_store
 
 log = logging.getLogger(__name__)
 MEASURES = ("nDCG@10", "R@100", "RR@10")
+LLM_SAMPLE: Final = 20
+"""Judged queries per mode that the LLM-judged metrics score (Bedrock costs money)."""
 
 
 @dataclass
@@ -131,13 +137,36 @@ def suite_settings(suite: Suite, work_dir: Path, base: Settings | None = None) -
     )
 
 
+class _Steps:
+    """One ``progress(done, total)`` over a run: the ingest's documents, then ``later`` steps."""
+
+    def __init__(self, progress: Progress | None, later: int) -> None:
+        self._progress = progress
+        self._later = later
+        self._ingested = 0  # the ingest's total, as last reported
+        self._done = 0  # steps after the ingest
+
+    def ingest(self, done: int, total: int) -> None:
+        self._ingested = total
+        if self._progress is not None:
+            self._progress(done, total + self._later)
+
+    def advance(self, steps: int = 1) -> None:
+        self._done += steps
+        if self._progress is not None:
+            self._progress(self._ingested + self._done, self._ingested + self._later)
+
+
 def run_suite(
     suite: Suite,
     out_dir: Path,
     work_dir: Path,
     base: Settings | None = None,
     eval_root: Path | None = None,
+    progress: Progress | None = None,
 ) -> SuiteResult:
+    """Ingest the suite's corpus, run its queries per mode and persona, judge the result against
+    the thresholds and the last run, and append it to the history in ``out_dir``."""
     start = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     data = load_beir((eval_root or default_eval_root()) / suite.dataset, suite.split)
@@ -145,7 +174,11 @@ def run_suite(
     overlay = Overlay(suite.personas.spaces)
     personas = make_personas(suite.personas.spaces, suite.personas.count, suite.personas.seed)
     settings = suite_settings(suite, work_dir, base)
-    summary = ingest(BeirConnector(f"eval-{suite.dataset}", corpus, overlay), settings)
+    llm = llm_metrics_configured()
+    judged = _judged(queries, data) if llm else []
+    steps = _Steps(progress, len(suite.modes) * (len(personas) * len(queries) + len(judged)))
+    connector = BeirConnector(f"eval-{suite.dataset}", corpus, overlay)
+    summary = ingest(connector, settings, progress=steps.ingest)
     log.info("ingested %s: %s chunks", suite.dataset, summary.chunks)
     store = build_store(settings)
     embedder = with_cache(build_embedder(settings.embedding), settings)
@@ -153,13 +186,13 @@ def run_suite(
     for mode in suite.modes:
         retriever = Retriever(store, embedder, suite.k, mode=mode)
         results = [
-            _evaluate_persona(retriever, persona, overlay, corpus, queries, data, suite)
+            _evaluate_persona(retriever, persona, overlay, corpus, queries, data, suite, steps)
             for persona in personas
         ]
         modes.append(ModeResult(mode, results))
     result = SuiteResult(suite.name, started_at, 0.0, len(corpus), len(queries), modes)
-    if llm_metrics_configured():
-        _llm_judged(result, store, embedder, corpus, queries, data, suite)
+    if llm:
+        _llm_judged(result, store, embedder, corpus, queries, data, suite, judged, steps)
     else:
         result.notes.append(LLM_SKIP_MESSAGE)
     _verdict(result, suite, load_history(out_dir, suite.name))
@@ -177,6 +210,11 @@ def run_suite(
     return result
 
 
+def _judged(queries: dict[str, str], data: BeirDataset) -> list[str]:
+    """The judged queries the LLM-judged metrics score: the first ``LLM_SAMPLE``."""
+    return [q for q in queries if data.qrels.get(q)][:LLM_SAMPLE]
+
+
 def _llm_judged(
     result: SuiteResult,
     store: Any,
@@ -185,16 +223,16 @@ def _llm_judged(
     queries: dict[str, str],
     data: BeirDataset,
     suite: Suite,
-    sample_size: int = 20,
+    judged: list[str],
+    steps: _Steps,
 ) -> None:
     """ragas' LLM-judged metrics for the persona that may read everything (Bedrock, costs money:
-    a sample of ``sample_size`` judged queries per mode)."""
+    the ``judged`` sample of queries per mode)."""
     import os
 
     from evaluation.ragas_metrics import llm_judged_scores
 
     everyone = next(p for p in make_personas(suite.personas.spaces, 0, 0) if p.name == "all")
-    judged = [q for q in queries if data.qrels.get(q)][:sample_size]
     for mode in result.modes:
         retriever = Retriever(store, embedder, 5, mode=mode.mode)
         samples = []
@@ -208,6 +246,7 @@ def _llm_judged(
             os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
         )
         mode.persona("all").metrics.update(scores)
+        steps.advance(len(judged))
 
 
 def _evaluate_persona(
@@ -218,6 +257,7 @@ def _evaluate_persona(
     queries: dict[str, str],
     data: BeirDataset,
     suite: Suite,
+    steps: _Steps,
 ) -> PersonaResult:
     run: dict[str, dict[str, float]] = {}
     leaks = 0
@@ -238,6 +278,7 @@ def _evaluate_persona(
         if qid in qrels:
             top = list(ranking)[:10]
             samples.append((top, sorted(qrels[qid])))
+        steps.advance()
     metrics = evaluate_run(qrels, run, MEASURES) if qrels else {}
     if qrels:
         precision, recall = id_based_scores(samples)

@@ -30,9 +30,9 @@ def register(app: typer.Typer, console: Console, err: Console) -> None:
 
         settings = settings_for(data_dir)
         try:
-            # sync_directory reports no progress yet: the reporter says it is alive
-            with ProgressReporter(f"directory sync {settings.directory.backend}", console=err):
-                summary = sync_directory(settings)
+            label = f"directory sync {settings.directory.backend}"
+            with ProgressReporter(label, console=err, unit="entries") as progress:
+                summary = sync_directory(settings, progress=progress)
         except RagError as exc:
             print_error(err, exc)
             raise typer.Exit(1) from exc

@@ -104,6 +104,16 @@ class ParsedDocument:
     title: str | None = None
 
 
+def parse_name(uri: str, mime_type: str) -> str:
+    """The name ``parse`` reads a document's format from: its uri when the extension is known,
+    else the uri with the extension of its listed MIME type (a push manifest's uri may be any
+    URL or id)."""
+    if mime_type_for(uri) is not None:
+        return uri
+    base = mime_type.partition(";")[0].strip().lower()
+    return uri + next((ext for ext, mime in EXTENSIONS.items() if mime == base), "")
+
+
 def parse(data: bytes, filename: str, settings: ParsingSettings) -> list[Element]:
     """Parse one file's bytes into elements, or raise a DocumentError saying why not."""
     return parse_document(data, filename, settings).elements

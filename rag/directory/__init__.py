@@ -2,7 +2,7 @@
 from LDAP/Active Directory or SCIM into ``<data_dir>/directory.sqlite`` beside the index.
 
     from rag.directory import open_directory, sync_directory
-    summary = sync_directory(settings)                      # e.g. from `rag directory sync`
+    summary = sync_directory(settings, progress=reporter)   # e.g. from `rag directory sync`
     who = open_directory(settings).resolve("CORP\\\\alice")   # id, aliases, transitive groups
 """
 
@@ -16,6 +16,7 @@ from rag.directory.base import (
     DirectorySnapshot,
     DirectorySource,
     DirectoryUser,
+    Progress,
 )
 from rag.directory.store import DirectoryStore, DirectorySyncSummary, ResolvedUser
 from rag.errors import ConfigurationError
@@ -27,6 +28,7 @@ __all__ = [
     "DirectoryStore",
     "DirectorySyncSummary",
     "DirectoryUser",
+    "Progress",
     "ResolvedUser",
     "build_source",
     "directory_path",
@@ -58,12 +60,14 @@ def build_source(settings: DirectorySettings) -> DirectorySource:
     raise ConfigurationError("no directory configured: set directory.backend to ldap or scim")
 
 
-def sync_directory(settings: Settings) -> DirectorySyncSummary:
+def sync_directory(settings: Settings, progress: Progress | None = None) -> DirectorySyncSummary:
     """Sync the configured directory into the store; DirectoryError when the source fails (the
-    stored directory is then unchanged), and an unapplied summary for an incomplete snapshot."""
+    stored directory is then unchanged), and an unapplied summary for an incomplete snapshot.
+    ``progress(done, total)`` counts the entries read, then the users whose groups are
+    expanded, then the write (``total`` is None while the source has not announced one)."""
     source = build_source(settings.directory)
     store = open_directory(settings)
     try:
-        return store.sync(source)
+        return store.sync(source, progress)
     finally:
         store.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, runtime_checkable
 
@@ -35,6 +35,10 @@ CanonicalId = Annotated[str, BeforeValidator(canonical_id)]
 """An id in canonical form; an invalid one is an InvalidPrincipalError."""
 Names = Annotated[frozenset[str], BeforeValidator(canonical_names)]
 """Canonical names; invalid ones dropped."""
+
+Progress = Callable[[int, int | None], None]
+"""``progress(done, total)``: how far a sync is; ``total`` is None while it is unknown (an LDAP
+paged search announces none, a SCIM listing only once its first page is in)."""
 
 
 class _Entry(BaseModel):
@@ -85,8 +89,9 @@ class DirectorySource(Protocol):
         """Where the directory comes from (for summaries and logs)."""
         ...
 
-    def snapshot(self) -> DirectorySnapshot:
-        """Read the whole directory; DirectoryError when it cannot be read."""
+    def snapshot(self, progress: Progress | None = None) -> DirectorySnapshot:
+        """Read the whole directory; DirectoryError when it cannot be read. ``progress`` is
+        told the entries (users and groups) read so far, as they come in."""
         ...
 
 

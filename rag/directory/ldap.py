@@ -15,7 +15,7 @@ import math
 import re
 import ssl
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import ldap3
@@ -27,6 +27,7 @@ from rag.directory.base import (
     DirectoryGroup,
     DirectorySnapshot,
     DirectoryUser,
+    Progress,
     canonical_names,
     unique_ids,
 )
@@ -56,8 +57,18 @@ class LdapDirectory:
     def name(self) -> str:
         return f"ldap:{self._s.ldap_url}"
 
-    def snapshot(self) -> DirectorySnapshot:
+    def snapshot(self, progress: Progress | None = None) -> DirectorySnapshot:
+        """Every user and group; ``progress`` is told the entries read after each page (LDAP
+        announces no total: it stays None)."""
         s = self._s
+        read = 0
+
+        def paged(entries: int) -> None:
+            nonlocal read
+            read += entries
+            if progress is not None:
+                progress(read, None)
+
         user_attrs = sorted({s.ldap_user_id_attribute, *s.ldap_user_alias_attributes})
         group_attrs = sorted(
             {s.ldap_group_name_attribute, *s.ldap_group_alias_attributes, *s.ldap_member_attributes}
@@ -65,9 +76,11 @@ class LdapDirectory:
         try:
             conn = self._connect()
             try:
-                users = self._search(conn, s.ldap_user_base_dns, s.ldap_user_filter, user_attrs)
+                users = self._search(
+                    conn, s.ldap_user_base_dns, s.ldap_user_filter, user_attrs, paged
+                )
                 group_bases = s.ldap_group_base_dns or s.ldap_user_base_dns
-                groups = self._search(conn, group_bases, s.ldap_group_filter, group_attrs)
+                groups = self._search(conn, group_bases, s.ldap_group_filter, group_attrs, paged)
             finally:
                 _close(conn)
         except (LDAPException, OSError) as exc:
@@ -108,17 +121,28 @@ class LdapDirectory:
         return conn
 
     def _search(
-        self, conn: ldap3.Connection, bases: Sequence[str], filt: str, attrs: list[str]
+        self,
+        conn: ldap3.Connection,
+        bases: Sequence[str],
+        filt: str,
+        attrs: list[str],
+        paged: Callable[[int], None],
     ) -> dict[tuple[Any, ...], Entry]:
-        """Every entry under ``bases`` by DN key (overlapping bases give each entry once)."""
+        """Every entry under ``bases`` by DN key (overlapping bases give each entry once);
+        ``paged(entries)`` after each page."""
         found: dict[tuple[Any, ...], tuple[str, dict[str, list[bytes]]]] = {}
         for base in bases:
-            for dn, raw in self._paged(conn, base, filt, attrs):
+            for dn, raw in self._paged(conn, base, filt, attrs, paged):
                 found.setdefault(dn_key(dn), (dn, raw))
         return {k: (dn, self._full_ranges(conn, dn, raw)) for k, (dn, raw) in found.items()}
 
     def _paged(
-        self, conn: ldap3.Connection, base: str, filt: str, attrs: list[str]
+        self,
+        conn: ldap3.Connection,
+        base: str,
+        filt: str,
+        attrs: list[str],
+        paged: Callable[[int], None],
     ) -> list[tuple[str, dict[str, list[bytes]]]]:
         entries: list[tuple[str, dict[str, list[bytes]]]] = []
         cookie: bytes | None = None
@@ -132,9 +156,11 @@ class LdapDirectory:
                 paged_cookie=cookie,
             )
             _check(conn, f"search of {base!r} for {filt!r}")
+            before = len(entries)
             for item in conn.response or ():
                 if item.get("type") == "searchResEntry":
                     entries.append((item["dn"], dict(item["raw_attributes"])))
+            paged(len(entries) - before)
             control = conn.result.get("controls", {}).get(_PAGED, {})
             cookie = control.get("value", {}).get("cookie") or None
             if not cookie:

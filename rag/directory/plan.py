@@ -4,7 +4,7 @@ the transitive user→group memberships computed. Pure; deterministic (rows sort
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rag.directory.base import DirectoryGroup, DirectorySnapshot, DirectoryUser
@@ -27,7 +27,10 @@ class DirectoryPlan:
     dangling_members: int  # member ids naming no user or group of the snapshot
 
 
-def plan(snapshot: DirectorySnapshot) -> DirectoryPlan:
+def plan(
+    snapshot: DirectorySnapshot, progress: Callable[[int, int], None] | None = None
+) -> DirectoryPlan:
+    """The rows for ``snapshot``; ``progress(users done, users)`` as memberships are expanded."""
     users, groups = snapshot.users, snapshot.groups
     _unique("user", [u.id for u in users])
     _unique("group", [g.id for g in groups])
@@ -52,7 +55,7 @@ def plan(snapshot: DirectorySnapshot) -> DirectoryPlan:
                 parents[m].add(g.id)
             else:
                 dangling += 1
-    closure = user_closure(direct, parents)
+    closure = user_closure(direct, parents, progress)
     return DirectoryPlan(
         users=sorted((u,) for u in user_ids),
         user_aliases=user_aliases,

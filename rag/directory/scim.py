@@ -13,7 +13,7 @@ A user's id is ``userName`` (where missing or shared, the SCIM ``id``), with ``e
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +24,7 @@ from rag.directory.base import (
     DirectoryGroup,
     DirectorySnapshot,
     DirectoryUser,
+    Progress,
     canonical_names,
     unique_ids,
 )
@@ -53,11 +54,16 @@ class ScimDirectory:
     def name(self) -> str:
         return f"scim:{self._s.scim_url or self._s.scim_path}"
 
-    def snapshot(self) -> DirectorySnapshot:
+    def snapshot(self, progress: Progress | None = None) -> DirectorySnapshot:
+        """Every user and group; ``progress`` is told the resources read after each page (the
+        total once the Groups listing announced its own: Users come first)."""
+        report = progress or _ignore
         if self._s.scim_path is not None:
             users, groups = self._read_file(self._s.scim_path)
+            read = len(users[0]) + len(groups[0])
+            report(read, read)
         else:
-            users, groups = self._fetch_all()
+            users, groups = self._fetch_all(report)
         return self._build(users, groups)
 
     def _read_file(self, path: Path) -> tuple[Listed, Listed]:
@@ -78,7 +84,7 @@ class ScimDirectory:
             out.append((resources, total))
         return out[0], out[1]
 
-    def _fetch_all(self) -> tuple[Listed, Listed]:
+    def _fetch_all(self, report: Progress) -> tuple[Listed, Listed]:
         headers = {"Accept": _ACCEPT}
         if self._s.scim_token is not None:
             headers["Authorization"] = f"Bearer {self._s.scim_token.get_secret_value()}"
@@ -87,11 +93,16 @@ class ScimDirectory:
             with httpx.Client(
                 headers=headers, timeout=self._s.scim_timeout_seconds, transport=self._transport
             ) as client:
-                return self._fetch(client, f"{base}/Users"), self._fetch(client, f"{base}/Groups")
+                users = self._fetch(client, f"{base}/Users", lambda n, _: report(n, None))
+                read = len(users[0])
+                groups = self._fetch(
+                    client, f"{base}/Groups", lambda n, total: report(read + n, read + total)
+                )
+                return users, groups
         except httpx.HTTPError as exc:
             raise DirectoryError(f"SCIM request to {base} failed: {exc!r}") from exc
 
-    def _fetch(self, client: httpx.Client, url: str) -> Listed:
+    def _fetch(self, client: httpx.Client, url: str, report: Callable[[int, int], None]) -> Listed:
         resources: list[dict[str, Any]] = []
         start = 1
         while True:
@@ -107,6 +118,7 @@ class ScimDirectory:
                 raise DirectoryError(f"SCIM {url} answered with invalid JSON: {exc}") from exc
             items, total = _page(body, url)
             resources.extend(items)
+            report(len(resources), max(total, len(resources)))
             start += len(items)
             if not items or start > total:
                 return resources, total
@@ -205,6 +217,10 @@ def _page(body: Any, where: str) -> tuple[list[dict[str, Any]], int]:
     if not isinstance(body, dict) or not isinstance(items, list) or not isinstance(total, int):
         raise DirectoryError(f"{where}: not a SCIM ListResponse (Resources, totalResults)")
     return [_ci(r) for r in items if isinstance(r, dict)], total
+
+
+def _ignore(done: int, total: int | None) -> None:
+    """The progress callback of a snapshot nobody watches."""
 
 
 def _ci(obj: Any) -> dict[str, Any]:

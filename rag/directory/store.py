@@ -4,6 +4,9 @@ It holds users and their aliases, groups and their aliases, direct memberships, 
 transitive user→group memberships. A sync replaces it from a *complete* snapshot in one
 transaction (rows diffed: unchanged rows are not rewritten); an incomplete snapshot, or a source
 that fails, leaves it as it was. Readers (WAL) see the last committed sync.
+
+A sync's ``progress(done, total)`` counts one sequence of steps: the entries the source read,
+then the users whose groups were expanded, then one for the write.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
-from rag.directory.base import DirectorySnapshot, DirectorySource
+from rag.directory.base import DirectorySnapshot, DirectorySource, Progress
 from rag.directory.plan import DirectoryPlan, Membership, plan
 from rag.errors import DirectoryError
 from rag.identity import canonical_id, group, user
@@ -96,6 +99,18 @@ class DirectorySyncSummary(_Frozen):
     seconds: float = 0.0
 
 
+class _Read:
+    """Passes a source's progress on, remembering how many entries it had read."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self.done = 0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.done = done
+        self._progress(done, total)
+
+
 class DirectoryStore:
     """The directory database at ``path``; opened on first use (construction does no I/O)."""
 
@@ -133,17 +148,29 @@ class DirectoryStore:
                     db.execute("ROLLBACK")
                 raise
 
-    def sync(self, source: DirectorySource) -> DirectorySyncSummary:
+    def sync(
+        self, source: DirectorySource, progress: Progress | None = None
+    ) -> DirectorySyncSummary:
         """Read ``source`` and apply its snapshot. A source that fails raises DirectoryError
         before anything is changed."""
         started = time.monotonic()
-        snapshot = source.snapshot()
-        return self.apply(snapshot, started=started)
+        if progress is None:
+            return self.apply(source.snapshot(), started=started)
+        read = _Read(progress)
+        snapshot = source.snapshot(read)
+        return self.apply(snapshot, started=started, progress=progress, steps_before=read.done)
 
     def apply(
-        self, snapshot: DirectorySnapshot, *, started: float | None = None
+        self,
+        snapshot: DirectorySnapshot,
+        *,
+        started: float | None = None,
+        progress: Progress | None = None,
+        steps_before: int = 0,
     ) -> DirectorySyncSummary:
-        """Replace the stored directory with a complete ``snapshot``; refuse an incomplete one."""
+        """Replace the stored directory with a complete ``snapshot``; refuse an incomplete one.
+        ``progress`` counts on from ``steps_before`` (the entries read): the users whose groups
+        are expanded, then one step for the write."""
         started = time.monotonic() if started is None else started
         if not snapshot.complete:
             log.warning(
@@ -163,7 +190,14 @@ class DirectoryStore:
                 errors=snapshot.errors or ("the source reported an incomplete listing",),
                 seconds=time.monotonic() - started,
             )
-        rows = plan(snapshot)
+        total = steps_before + len(snapshot.users) + 1
+
+        def expanded(done: int, _users: int) -> None:
+            if progress is not None:
+                progress(steps_before + done, total)
+
+        expanded(0, len(snapshot.users))
+        rows = plan(snapshot, expanded if progress is not None else None)
         try:
             with self._transaction("BEGIN IMMEDIATE") as db:
                 before = {
@@ -172,6 +206,8 @@ class DirectoryStore:
                 self._replace(db, rows, snapshot.source)
         except (sqlite3.Error, OSError) as exc:
             raise DirectoryError(f"cannot write the directory at {self._path}: {exc}") from exc
+        if progress is not None:
+            progress(total, total)
         added = sorted(rows.memberships - before)
         removed = sorted(before - rows.memberships)
         summary = DirectorySyncSummary(
