@@ -3,11 +3,19 @@ regression or any permission leak. The file only wires library functions."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-import rag_airflow as glue
 from airflow.sdk import dag, task
+
+# The glue module beside this file: the DAG processor puts this folder on sys.path, but the CLI
+# commands that parse the folder themselves (`airflow dags list --local`) do not.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.append(str(Path(__file__).parent))
+
+import rag_airflow as glue
 
 
 @dag(

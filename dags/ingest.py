@@ -1,14 +1,27 @@
 """One ingestion DAG per source declared in sources.yaml: list changes -> mapped batches ->
-finalize. The file only wires library functions; all work happens inside the tasks."""
+finalize. The file only wires library functions; all work happens inside the tasks.
+
+A bad entry never takes the other sources' DAGs down: it gets a DAG of its own id (or
+``rag_ingest__entry-<position>`` when it has no valid name) tagged ``broken-config``, whose one
+task fails with the reason, and sources_check.py raises the same reasons as its import error.
+"""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-import rag_airflow as glue
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.definitions.dag import DAG
+
+# The glue module beside this file: the DAG processor puts this folder on sys.path, but the CLI
+# commands that parse the folder themselves (`airflow dags list --local`) do not.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.append(str(Path(__file__).parent))
+
+import rag_airflow as glue
 
 DEFAULT_ARGS = {
     "retries": 3,
@@ -56,5 +69,35 @@ def build(source: str, schedule: str | None) -> DAG:
     return ingest()
 
 
-for _spec in glue.sources():
+def broken(dag_id: str, problem: str) -> DAG:
+    """The DAG of a bad entry: it keeps the source's DAG (and its history) in the UI, says what
+    is wrong, and fails with that if triggered. It has no schedule: nothing is known to run."""
+
+    @dag(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        description=f"broken configuration: {problem}"[:1000],
+        doc_md=f"**This source's entry in the sources file is invalid.**\n\n```\n{problem}\n```",
+        tags=["rag", "ingest", "broken-config"],
+    )
+    def broken_source() -> None:
+        @task(retries=0)
+        def configuration_error(problem: str) -> None:
+            glue.refuse(problem)
+
+        configuration_error(problem)
+
+    return broken_source()
+
+
+_sources = glue.sources()
+for _spec in _sources.specs:
     globals()[f"rag_ingest_{_spec.name}"] = build(_spec.name, _spec.schedule)
+_broken: dict[str, list[str]] = {}  # entries sharing a name share their DAG
+for _problem in _sources.problems:
+    _id = f"rag_ingest_{_problem.name or f'_entry-{_problem.position}'}"
+    _broken.setdefault(_id, []).append(str(_problem))
+for _id, _reasons in _broken.items():
+    globals()[_id] = broken(_id, "\n".join(_reasons))

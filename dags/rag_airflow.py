@@ -21,11 +21,41 @@ def _sources_file() -> Path:
     return Path(os.environ.get("RAG_SOURCES_FILE", Path(__file__).with_name("sources.yaml")))
 
 
-def sources() -> list[Any]:
-    """The declared sources (parsed at DAG-parse time: a small YAML file, nothing else)."""
+def sources() -> Any:
+    """The declared sources, each entry validated on its own (``rag.sources.Sources``). Read at
+    DAG-parse time: a small YAML file and the environment's settings, nothing else."""
+    from pydantic import ValidationError
+
+    from rag.config import Settings
+    from rag.errors import ConfigurationError
     from rag.sources import load_sources
 
-    return load_sources(_sources_file())
+    try:
+        base = Settings()
+    except ValidationError as exc:  # no source could run: ingest.py's import error says why
+        raise ConfigurationError(f"the RAG_ environment variables are invalid: {exc}") from exc
+    return load_sources(_sources_file(), base)
+
+
+def check_sources() -> None:
+    """Raise the bad entries of the sources file, one a line (sources_check.py's import error).
+    A file that cannot be read at all, or an invalid environment, is ingest.py's import error,
+    so it is not raised twice."""
+    from rag.errors import ConfigurationError
+
+    try:
+        report = sources().report()
+    except ConfigurationError:
+        return
+    if report:
+        raise ConfigurationError(report)
+
+
+def refuse(problem: str) -> None:
+    """The one task of a bad entry's DAG: fail with what is wrong."""
+    from rag.errors import ConfigurationError
+
+    raise ConfigurationError(f"this source is not configured correctly: {problem}")
 
 
 def _connection(conn_id: str) -> dict[str, Any] | None:
@@ -50,7 +80,7 @@ def _context(name: str) -> tuple[Any, Any]:
     from rag.config import Settings
     from rag.orchestration import settings_from_connections
 
-    spec = next(s for s in sources() if s.name == name)
+    spec = sources().get(name)  # a bad or removed entry fails the task, saying why
     settings = settings_from_connections(spec.settings_over(Settings()), *_connections())
     return spec, settings
 

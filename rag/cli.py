@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.registry import connector_for_target
+from rag import telemetry
 from rag.cli_common import (
     EXIT_ERROR,
     EXIT_PROBLEMS,
@@ -62,6 +63,7 @@ def _main(
     )
     logging.getLogger("rag.progress").setLevel(logging.INFO)
     quiet_connection_logs(verbose)
+    telemetry.configure_from_env()  # OTEL_TRACES_EXPORTER etc.; spans are no-ops otherwise
 
 
 def _ingest(

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import Connector
+from rag import telemetry
 from rag.accounting import MeteredEmbedder, UsageLedger
 from rag.chunking import Chunker
 from rag.classification import check_allowed
@@ -28,7 +29,7 @@ from rag.embeddings import Embedder, build_embedder, embed_in_batches
 from rag.embeddings.cache import CachedEmbedder
 from rag.errors import ConnectorError, DocumentError, MissingAclError, PolicyError, StoreError
 from rag.models import Acl, Chunk, SourceDocument
-from rag.parsing import parse
+from rag.parsing import parse_document, parse_name
 from rag.quarantine import Quarantine, QuarantineRecord
 from rag.stores import IndexInfo, VectorStore, build_store
 from rag.sync import DocState, Plan, SyncStateStore, acl_digest
@@ -155,6 +156,7 @@ class Ingestor:
         self._quarantine = Quarantine(settings.quarantine_dir)
         self._progress = progress
         self._ledger = UsageLedger()
+        self._source = ""
         self._state: SyncStateStore | None = None
 
     # -- steps (the DAG runs them as separate tasks; run() runs them in one process) ---------
@@ -179,24 +181,51 @@ class Ingestor:
         """Meter and cache the model for ``source``; open the index and its sync state."""
         if self._state is not None:
             return
-        # provider calls are metered behind the cache: cache hits cost nothing
+        self._source = source
+        self._embedder = self._metered()
+        self._store.ensure_index(IndexInfo(self._embedder.model_id, self._embedder.dimension))
+        self._state = self._store.sync_state()
+
+    def _metered(self) -> Embedder:
+        """The model metered into the current ledger, behind the cache (cache hits cost
+        nothing)."""
         metered = MeteredEmbedder(
             self._model,
             self._ledger,
-            source,
+            self._source,
             self._settings.tenant,
             self._settings.chunking.encoding,
         )
-        self._embedder = with_cache(metered, self._settings)
-        self._store.ensure_index(IndexInfo(self._embedder.model_id, self._embedder.dimension))
-        self._state = self._store.sync_state()
+        return with_cache(metered, self._settings)
+
+    @contextmanager
+    def _stage(
+        self, summary: IngestSummary, stage: str, **attributes: telemetry.AttributeValue
+    ) -> Iterator[telemetry.StageSpan]:
+        """Time ``stage`` into the summary and trace it as a span with the source and tenant."""
+        tenant = self._settings.tenant
+        with (
+            summary.timed(stage),
+            telemetry.span(stage, source=summary.source, tenant=tenant, **attributes) as span,
+        ):
+            yield span
+
+    def _usage(self) -> tuple[int, int, int]:
+        """Provider calls, texts and tokens in the ledger (what reached the provider)."""
+        totals = self._ledger.totals().values()
+        return (
+            sum(u.calls for u in totals),
+            sum(u.texts for u in totals),
+            sum(u.tokens for u in totals),
+        )
 
     def begin(self, connector: Connector, *, full_resync: bool = False) -> SyncRun:
         """List the source and plan the sync against the stored state."""
         summary = IngestSummary(source=connector.name)
         started = datetime.now(UTC)
-        with summary.timed("list"):
+        with self._stage(summary, "list") as span:
             listing = connector.list_documents()
+            span.set(documents=len(listing.documents), complete=listing.complete)
         listed_at = datetime.now(UTC)
         stamped = tuple(d.model_copy(update={"acl_checked_at": started}) for d in listing.documents)
         listing = replace(listing, documents=stamped)
@@ -219,10 +248,15 @@ class Ingestor:
 
     def revoke(self, run: SyncRun) -> None:
         """Permission changes and deletions first: ACL-only updates, restores, tombstones."""
-        with run.summary.timed("revoke"):
+        with self._stage(run.summary, "revoke") as span:
             revoked = self._revoke(run.plan, run.states, run.summary)
             if run.acls_confirmed_at is not None:  # after every ACL change is applied
                 self._store.confirm_acls(run.source, run.acls_confirmed_at)
+            span.set(
+                acl_only=run.summary.acl_only,
+                restored=run.summary.restored,
+                tombstoned=run.summary.tombstoned,
+            )
         if revoked:
             delay = (datetime.now(UTC) - run.listed_at).total_seconds()
             run.summary.revocation_delay_seconds = delay
@@ -246,7 +280,7 @@ class Ingestor:
 
     def finish(self, summary: IngestSummary) -> IngestSummary:
         """Build indexes, make every write visible, and account for embedding usage."""
-        with summary.timed("index"):
+        with self._stage(summary, "index"):
             self._store.optimize()
         oldest = self._store.oldest_acl_check(summary.source)
         if oldest is not None:
@@ -261,13 +295,16 @@ class Ingestor:
         from rag.runs import finish_run, run_batch, start_run
 
         size = self._settings.sync.batch_size
-        record = start_run(self, connector, size, full_resync=full_resync)
-        self._total = sum(len(ids) for k, ids in record.plan.items() if k in ("new", "changed"))
-        for index in range(record.batch_count):
-            self._done_before = index * size
-            run_batch(self, connector, record.run_id, index)
-            self.checkpoint("batch")
-        final = finish_run(self, record.run_id)
+        tenant = self._settings.tenant
+        with telemetry.span("sync", source=connector.name, tenant=tenant) as span:
+            record = start_run(self, connector, size, full_resync=full_resync)
+            span.set(run_id=record.run_id, batches=record.batch_count)
+            self._total = sum(len(i) for k, i in record.plan.items() if k in ("new", "changed"))
+            for index in range(record.batch_count):
+                self._done_before = index * size
+                run_batch(self, connector, record.run_id, index)
+                self.checkpoint("batch")
+            final = finish_run(self, record.run_id)
         summary = IngestSummary.from_json(final.summary)
         summary.run_id = final.run_id
         return summary
@@ -275,12 +312,14 @@ class Ingestor:
     def account(self, summary: IngestSummary) -> None:
         """Add this process's embedding usage to ``summary``."""
         prices = self._settings.embedding.prices_per_1k_tokens
-        totals = self._ledger.totals().values()
-        summary.embedding_calls += sum(u.calls for u in totals)
-        summary.embedded_texts += sum(u.texts for u in totals)
-        summary.embedded_tokens += sum(u.tokens for u in totals)
+        calls, texts, tokens = self._usage()
+        summary.embedding_calls += calls
+        summary.embedded_texts += texts
+        summary.embedded_tokens += tokens
         summary.usage = _merge_usage([*summary.usage, *self._ledger.report(prices)])
-        self._ledger = UsageLedger()  # accounted once
+        self._ledger = UsageLedger()  # accounted once: later batches meter into a new ledger
+        if self._state is not None:
+            self._embedder = self._metered()
         costs = [u["cost_usd"] for u in summary.usage]
         if costs and all(c is not None for c in costs):
             summary.estimated_cost_usd = float(sum(c for c in costs if isinstance(c, float)))
@@ -362,14 +401,20 @@ class Ingestor:
             stage = "classification"
             check_allowed(document, self._settings.classification, self._settings.embedding)
             stage = "read"
-            with summary.timed("read"):
+            with self._stage(summary, "read", document_id=document.id) as span:
                 data = connector.read(document)
+                span.set(bytes=len(data))
             stage = "parse"
-            with summary.timed("parse"):
-                elements = parse(data, document.uri, self._settings.parsing)
+            with self._stage(summary, "parse", document_id=document.id) as span:
+                name = parse_name(document.uri, document.mime_type)
+                parsed = parse_document(data, name, self._settings.parsing)
+                span.set(elements=len(parsed.elements))
+            if parsed.title:  # an HTML <title> or Office title becomes the citation title
+                document = document.model_copy(update={"title": parsed.title})
             stage = "chunk"
-            with summary.timed("chunk"):
-                chunks = self._chunker.chunk(document, elements)
+            with self._stage(summary, "chunk", document_id=document.id) as span:
+                chunks = self._chunker.chunk(document, parsed.elements)
+                span.set(chunks=len(chunks), tokens=sum(c.token_count for c in chunks))
             checked = {"acl_checked_at": document.acl_checked_at}
             return [c.model_copy(update=checked) for c in chunks]
         except (DocumentError, ConnectorError, MissingAclError) as exc:
@@ -398,10 +443,20 @@ class Ingestor:
         # then holds a mix of versions, so the state knows no single visible ACL
         self._sync.put([_state(doc, "pending", (), now) for doc, _ in pending.documents])
         chunks = pending.chunks
-        with summary.timed("embed"):
+        tokens = sum(c.token_count for c in chunks)
+        with self._stage(summary, "embed", texts=len(chunks), tokens=tokens) as span:
+            before = self._usage()
             texts = [c.text for c in chunks]
             vectors = embed_in_batches(self._embedder, texts, self._settings.embedding.batch_size)
-        with summary.timed("load"):
+            after = self._usage()  # what reached the provider (cache hits do not)
+            span.set(
+                calls=after[0] - before[0],
+                provider_texts=after[1] - before[1],
+                provider_tokens=after[2] - before[2],
+            )
+        documents = len(pending.documents)
+        loaded = {"documents": documents, "chunks": len(chunks), "tokens": tokens}
+        with self._stage(summary, "load", **loaded) as span:
             self._store.upsert(chunks, vectors)
             for document, doc_chunks in pending.documents:
                 self._store.delete_document(document.id, keep={c.id for c in doc_chunks})
@@ -412,10 +467,12 @@ class Ingestor:
                     for doc, doc_chunks in pending.documents
                 ]
             )
-        self._dead_letters(pending, summary)
-        summary.documents_ingested += len(pending.documents)
+            quarantined = len(summary.quarantined)
+            self._dead_letters(pending, summary)
+            span.set(rejected=len(summary.quarantined) - quarantined)
+        summary.documents_ingested += documents
         summary.chunks += len(chunks)
-        summary.tokens += sum(c.token_count for c in chunks)
+        summary.tokens += tokens
         self.checkpoint("flushed")
 
     def _dead_letters(self, pending: _Pending, summary: IngestSummary) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, TypeVar, Unpack
 
+from rag import telemetry
 from rag.audit import AuditHit, AuditRecord, AuditSink, Feedback, build_audit_sink
 from rag.audit.base import principals_digest, query_digest
 from rag.config import Settings
@@ -263,7 +264,7 @@ class Retriever:
         q = self._query(query, self._identity(user), k, options)
         self._check_index()
         vector = self._embed([q.text])[0] if q.mode != "bm25" else None
-        return self._finish(q, self._first_stage(q, vector))
+        return self._traced(q, vector)
 
     def retrieve_many(
         self,
@@ -291,9 +292,16 @@ class Retriever:
         self._check_index()
         vectors = self._embed([q.text for q in planned]) if planned[0].mode != "bm25" else None
         return [
-            self._finish(q, self._first_stage(q, vectors[i] if vectors is not None else None))
+            self._traced(q, vectors[i] if vectors is not None else None)
             for i, q in enumerate(planned)
         ]
+
+    def _traced(self, q: _Query, vector: Vectors | None) -> Retrieval:
+        """One query's search in a ``rag.retrieve`` span (no query text, no principals)."""
+        with telemetry.span("retrieve", mode=q.mode, k=q.k, rerank=q.rerank) as span:
+            result = self._finish(q, self._first_stage(q, vector))
+            span.set(hits=len(result.hits), context=len(result.chunks) - len(result.hits))
+        return result
 
     def _first_stage(self, q: _Query, vector: Vectors | None) -> list[SearchHit]:
         kwargs = q.store_kwargs()
@@ -390,6 +398,12 @@ class Retriever:
             await self._async_store.aclose()
 
     async def _afinish(self, q: _Query, vector: Vectors | None) -> Retrieval:
+        with telemetry.span("retrieve", mode=q.mode, k=q.k, rerank=q.rerank) as span:
+            result = await self._afinish_untraced(q, vector)
+            span.set(hits=len(result.hits), context=len(result.chunks) - len(result.hits))
+        return result
+
+    async def _afinish_untraced(self, q: _Query, vector: Vectors | None) -> Retrieval:
         if self._async_store is None:
             return await asyncio.to_thread(lambda: self._finish(q, self._first_stage(q, vector)))
         store, kwargs = self._async_store, q.store_kwargs()

@@ -613,12 +613,6 @@ def test_pipeline_delta_and_bad_lines(settings: Settings, manifest: Path) -> Non
     assert gone.tombstoned == 1 and found(settings, STAFF) == {"kb/c.md"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pipeline parses by the extension of document.uri, not by its mime_type: an "
-    "entry whose uri has no known extension (the default uri is the id) is quarantined as "
-    "unsupported_format until rag/pipeline.py passes the MIME type to parse",
-)
 def test_pipeline_entry_without_an_extension(settings: Settings, manifest: Path) -> None:
     write(manifest, {"id": "KB-1", "allow": ["group:staff"], "text": "Leave policy: 25 days."})
     summary = ingest(connector(manifest), settings)
