@@ -95,7 +95,7 @@ class MsalTokenSource:
         self._lock = threading.Lock()
 
     def token(self) -> str:
-        import msal  # type: ignore[import-untyped]
+        import msal
 
         try:
             with self._lock:

@@ -27,7 +27,14 @@ from rag.classification import check_allowed
 from rag.config import Settings
 from rag.embeddings import Embedder, build_embedder, embed_in_batches
 from rag.embeddings.cache import CachedEmbedder
-from rag.errors import ConnectorError, DocumentError, MissingAclError, PolicyError, StoreError
+from rag.errors import (
+    ConnectorError,
+    DocumentError,
+    DocumentTooLargeError,
+    MissingAclError,
+    PolicyError,
+    StoreError,
+)
 from rag.models import Acl, Chunk, SourceDocument
 from rag.parsing import parse_document, parse_name
 from rag.quarantine import Quarantine, QuarantineRecord
@@ -401,6 +408,11 @@ class Ingestor:
             stage = "classification"
             check_allowed(document, self._settings.classification, self._settings.embedding)
             stage = "read"
+            limit = self._settings.parsing.max_file_bytes
+            if document.size_bytes > limit:
+                raise DocumentTooLargeError(
+                    f"{document.size_bytes} bytes exceeds limit {limit} (not downloaded)"
+                )
             with self._stage(summary, "read", document_id=document.id) as span:
                 data = connector.read(document)
                 span.set(bytes=len(data))
