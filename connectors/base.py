@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from rag.models import SourceDocument
+
+SOURCE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
+"""What a source's name may be (it is part of every document id): every connector checks it."""
 
 
 @dataclass(frozen=True)

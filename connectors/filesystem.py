@@ -30,21 +30,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from connectors.base import Listing
+from connectors.base import SOURCE_NAME, Listing
 from connectors.policy import POLICY_FILE, ROOT, Scope, check_overrides, enter
 from rag.errors import ConfigurationError, ConnectorError
 from rag.models import Acl, SourceDocument, stable_hash
 from rag.parsing import mime_type_for
 
 log = logging.getLogger(__name__)
-
-_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 
 
 @dataclass
@@ -67,8 +64,8 @@ class FilesystemConnector:
         self._root = Path(root)
         self._name = name or self._root.resolve().name or "filesystem"
         self._case_sensitive = case_sensitive_ids
-        if not _NAME_RE.fullmatch(self._name):
-            raise ConfigurationError(f"source name {self._name!r} must match {_NAME_RE.pattern}")
+        if not SOURCE_NAME.fullmatch(self._name):
+            raise ConfigurationError(f"source name {self._name!r} must match {SOURCE_NAME.pattern}")
 
     @property
     def name(self) -> str:

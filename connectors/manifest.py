@@ -98,8 +98,7 @@ from pydantic import (
     model_validator,
 )
 
-from connectors.base import Listing
-from connectors.filesystem import _NAME_RE
+from connectors.base import SOURCE_NAME, Listing
 from connectors.policy import PolicyReader, RawRule
 from rag.errors import ConfigurationError, ConnectorError, DocumentTooLargeError, PolicyError
 from rag.identity import shown
@@ -298,8 +297,8 @@ class ManifestConnector:
         http_timeout_seconds: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if not _NAME_RE.fullmatch(name):
-            raise ConfigurationError(f"source name {name!r} must match {_NAME_RE.pattern}")
+        if not SOURCE_NAME.fullmatch(name):
+            raise ConfigurationError(f"source name {name!r} must match {SOURCE_NAME.pattern}")
         if max_entry_bytes <= 0 or max_manifest_bytes <= 0 or http_timeout_seconds <= 0:
             raise ConfigurationError(f"source {name}: manifest limits must be positive")
         self._path = Path(path)

@@ -35,16 +35,12 @@ could prove: a document is listed only if every policy and sidecar that could go
 either read or proven absent because the (sorted) listing went past its key.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -52,9 +48,19 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from connectors.base import Listing
-from connectors.filesystem import _NAME_RE
-from connectors.policy import POLICY_FILE, ROOT, Scope, broken, check_overrides, enter
+from connectors.base import SOURCE_NAME, Listing
+from connectors.policy import Scope
+from connectors.s3_client import BodyCache, describe, error_code, make_client
+from connectors.s3_keys import (
+    KeyTree,
+    ListingRun,
+    Pages,
+    S3Object,
+    folder_scopes,
+    key_tree,
+    size_limit,
+)
+from connectors.s3_options import OPTIONS, flag, number, text
 from connectors.sidecar import MAX_SIDECAR_BYTES, SIDECAR_SUFFIX, Sidecar, parse_sidecar
 from rag.config import ParsingSettings
 from rag.errors import ConfigurationError, ConnectorError, DocumentTooLargeError, PolicyError
@@ -65,113 +71,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_OBJECT_BYTES: Final = ParsingSettings().max_file_bytes
 """The pipeline's default file size limit (``RAG_PARSING__MAX_FILE_BYTES``)."""
-MAX_POLICY_BYTES: Final = 1024 * 1024
 _CACHE_BYTES: Final = 32 * 1024 * 1024
-_OPTIONS: Final = frozenset(
-    {
-        "url",
-        "bucket",
-        "prefix",
-        "endpoint_url",
-        "region",
-        "profile",
-        "page_size",
-        "max_object_bytes",
-        "case_sensitive_ids",
-        "max_concurrency",
-        "max_attempts",
-    }
-)
-
-
-@dataclass(frozen=True)
-class _Object:
-    key: str
-    rel: str  # the key below the prefix
-    size: int
-    etag: str
-    modified: datetime
-
-    @property
-    def folder(self) -> str:
-        return self.rel.rpartition("/")[0]
-
-    @property
-    def name(self) -> str:
-        return self.rel.rpartition("/")[2]
-
-
-@dataclass
-class _Pages:
-    """What the paginated listing returned, and whether it is the whole prefix."""
-
-    objects: list[_Object] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    last_key: str | None = None
-    ordered: bool = True  # keys came in ascending order (as S3 general purpose buckets list)
-
-    def proves_absent(self, key: str) -> bool:
-        """True if ``key`` would have been listed by now: it is not there."""
-        if not self.errors:
-            return True
-        return self.ordered and self.last_key is not None and key <= self.last_key
-
-
-@dataclass
-class _Tree:
-    """The listed keys as folders: policies, documents, sidecars and each folder's file names."""
-
-    policies: dict[str, _Object] = field(default_factory=dict)  # folder -> its policy object
-    documents: list[_Object] = field(default_factory=list)
-    sidecars: dict[str, _Object] = field(default_factory=dict)  # document rel -> its sidecar
-    names: dict[str, set[str]] = field(default_factory=dict)  # folder -> names of its objects
-
-    def folders(self) -> list[str]:
-        """Every folder that holds a document or a policy, with its ancestors, parents first."""
-        seen = {""}
-        for folder in [*self.policies, *(d.folder for d in self.documents)]:
-            parts = folder.split("/") if folder else []
-            seen.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-        return sorted(seen, key=lambda f: (f.count("/") + (1 if f else 0), f))
-
-
-@dataclass
-class _Run:
-    """One listing in progress: the pages, their tree, the policy and sidecar bytes read (and
-    why some could not be), and the policy problems found so far."""
-
-    pages: _Pages
-    tree: _Tree
-    bodies: dict[str, bytes]
-    failed: dict[str, str]
-    policy_errors: list[str] = field(default_factory=list)
-
-
-class _BodyCache:
-    """Small objects (policies, sidecars) by (key, ETag), within a byte budget (LRU)."""
-
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
-        self._used = 0
-        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> bytes | None:
-        with self._lock:
-            data = self._items.get(key)
-            if data is not None:
-                self._items.move_to_end(key)
-            return data
-
-    def put(self, key: tuple[str, str], data: bytes) -> None:
-        with self._lock:
-            if key in self._items or len(data) > self._budget:
-                return
-            self._items[key] = data
-            self._used += len(data)
-            while self._used > self._budget:
-                _, dropped = self._items.popitem(last=False)
-                self._used -= len(dropped)
 
 
 class S3Connector:
@@ -210,8 +110,8 @@ class S3Connector:
         if self._prefix and not self._prefix.endswith("/"):
             self._prefix += "/"
         self._name = name or bucket
-        if not _NAME_RE.fullmatch(self._name):
-            raise ConfigurationError(f"source name {self._name!r} must match {_NAME_RE.pattern}")
+        if not SOURCE_NAME.fullmatch(self._name):
+            raise ConfigurationError(f"source name {self._name!r} must match {SOURCE_NAME.pattern}")
         self._endpoint_url = endpoint_url
         self._region = region
         self._profile = profile
@@ -222,7 +122,7 @@ class S3Connector:
         self._max_attempts = max_attempts
         self._client: Any = None
         self._client_lock = threading.Lock()
-        self._cache = _BodyCache(_CACHE_BYTES)
+        self._cache = BodyCache(_CACHE_BYTES)
 
     @property
     def name(self) -> str:
@@ -242,33 +142,24 @@ class S3Connector:
             return self._client
 
     def _make_client(self) -> Any:
-        from botocore.config import Config
-
-        retries: dict[str, Any] = {"mode": "standard"}
-        if self._max_attempts is not None:
-            retries["max_attempts"] = self._max_attempts
-        config = Config(
-            max_pool_connections=max(10, self._max_concurrency),
-            retries=retries,
-            connect_timeout=10,
-            read_timeout=60,
-        )
         try:
-            with _SESSIONS_LOCK:  # making clients of one session is not thread-safe
-                session = _session(self._profile)
-                return session.client(
-                    "s3", region_name=self._region, endpoint_url=self._endpoint_url, config=config
-                )
+            return make_client(
+                self._profile,
+                self._region,
+                self._endpoint_url,
+                self._max_concurrency,
+                self._max_attempts,
+            )
         except (BotoCoreError, ValueError) as exc:
             raise ConfigurationError(f"{self.url}: cannot make an S3 client: {exc}") from exc
 
     # -- listing ---------------------------------------------------------------------------
     def list_documents(self) -> Listing:
         pages = self._pages()
-        tree = _tree(pages.objects)
-        run = _Run(pages, tree, *self._bodies(tree))
+        tree = key_tree(pages.objects)
+        run = ListingRun(pages, tree, *self._bodies(tree))
         errors = [*pages.errors, *run.failed.values()]
-        scopes = self._scopes(run)
+        scopes = folder_scopes(run, self._prefix, self._case_sensitive)
         documents = []
         for obj in tree.documents:
             scope = scopes.get(obj.folder)
@@ -286,8 +177,8 @@ class S3Connector:
             policy_errors=tuple(run.policy_errors),
         )
 
-    def _pages(self) -> _Pages:
-        pages = _Pages()
+    def _pages(self) -> Pages:
+        pages = Pages()
         client = self.client
         page = 0
         try:
@@ -305,7 +196,7 @@ class S3Connector:
             if truncated:  # a store that ended a truncated listing without a continuation token
                 pages.errors.append(f"{self.url}: the listing ended while still truncated")
         except ClientError as exc:
-            if _code(exc) == "NoSuchBucket":
+            if error_code(exc) == "NoSuchBucket":
                 raise ConnectorError(f"{self.url}: no such bucket") from exc
             pages.errors.append(self._stopped(pages, page + 1, exc))
         except BotoCoreError as exc:
@@ -316,14 +207,14 @@ class S3Connector:
             )
         return pages
 
-    def _add(self, pages: _Pages, item: dict[str, Any]) -> None:
+    def _add(self, pages: Pages, item: dict[str, Any]) -> None:
         key = str(item["Key"])
         if pages.last_key is not None and key <= pages.last_key:
             pages.ordered = False
         pages.last_key = key if pages.last_key is None else max(key, pages.last_key)
         modified = item.get("LastModified")
         pages.objects.append(
-            _Object(
+            S3Object(
                 key=key,
                 rel=key[len(self._prefix) :],
                 size=int(item.get("Size", 0)),
@@ -332,21 +223,21 @@ class S3Connector:
             )
         )
 
-    def _stopped(self, pages: _Pages, page: int, exc: Exception) -> str:
+    def _stopped(self, pages: Pages, page: int, exc: Exception) -> str:
         log.warning("listing of %s stopped at page %d: %s", self.url, page, exc)
         return (
             f"{self.url}: listing stopped at page {page}, after {len(pages.objects)} objects: "
-            f"{_describe(exc)}"
+            f"{describe(exc)}"
         )
 
     # -- policies and sidecars ---------------------------------------------------------------
-    def _bodies(self, tree: _Tree) -> tuple[dict[str, bytes], dict[str, str]]:
+    def _bodies(self, tree: KeyTree) -> tuple[dict[str, bytes], dict[str, str]]:
         """The bytes of every policy and sidecar (by key), and an error per key that could not
         be read. Oversize ones are not read: they are broken, whatever they hold."""
         wanted = [
             o
             for o in [*tree.policies.values(), *tree.sidecars.values()]
-            if o.size <= _limit(o.name)
+            if o.size <= size_limit(o.name)
         ]
         bodies: dict[str, bytes] = {}
         failed: dict[str, str] = {}
@@ -365,7 +256,7 @@ class S3Connector:
                 failed[obj.key] = result
         return bodies, failed
 
-    def _small(self, client: Any, obj: _Object) -> bytes | str:
+    def _small(self, client: Any, obj: S3Object) -> bytes | str:
         """The bytes of a policy or sidecar at its listed version, or why not."""
         cached = self._cache.get((obj.key, obj.etag))
         if cached is not None:
@@ -373,45 +264,16 @@ class S3Connector:
         try:
             match = {"IfMatch": obj.etag} if obj.etag else {}
             response = client.get_object(Bucket=self._bucket, Key=obj.key, **match)
-            data = bytes(response["Body"].read(_limit(obj.name) + 1))
+            data = bytes(response["Body"].read(size_limit(obj.name) + 1))
             response["Body"].close()
         except (ClientError, BotoCoreError, OSError) as exc:
             log.warning("cannot read s3://%s/%s: %s", self._bucket, obj.key, exc)
-            return f"s3://{self._bucket}/{obj.key}: cannot read: {_describe(exc)}"
+            return f"s3://{self._bucket}/{obj.key}: cannot read: {describe(exc)}"
         self._cache.put((obj.key, obj.etag), data)
         return data
 
-    def _scopes(self, run: _Run) -> dict[str, Scope | None]:
-        """Each folder's scope, parents first; None where its policies are not known (a policy
-        could not be read, or a partial listing did not get far enough to tell)."""
-        scopes: dict[str, Scope | None] = {}
-        for folder in run.tree.folders():
-            parent = scopes[folder.rpartition("/")[0]] if folder else ROOT
-            scopes[folder] = None if parent is None else self._scope(run, folder, parent)
-        return scopes
-
-    def _scope(self, run: _Run, folder: str, parent: Scope) -> Scope | None:
-        rel = f"{folder}/{POLICY_FILE}" if folder else POLICY_FILE
-        policy = run.tree.policies.get(folder)
-        if policy is None and not run.pages.proves_absent(self._prefix + rel):
-            return None
-        if policy is not None and policy.key in run.failed:
-            return None
-        if policy is not None and policy.size > MAX_POLICY_BYTES and parent.error is None:
-            return broken(
-                f"{rel}: {policy.size} bytes, over the {MAX_POLICY_BYTES}-byte limit of a policy",
-                run.policy_errors,
-            )
-        data = run.bodies.get(policy.key) if policy is not None else None
-        here = enter(parent, rel, data, self._case_sensitive, run.policy_errors)
-        names = run.tree.names.get(folder, set())
-        prefix = f"{self._prefix}{folder}/" if folder else self._prefix
-        if any(n not in names and not run.pages.proves_absent(prefix + n) for n in here.files):
-            return None  # an override may name a file the partial listing has not reached
-        return check_overrides(here, rel, names, run.policy_errors)
-
     # -- documents ---------------------------------------------------------------------------
-    def _document(self, run: _Run, obj: _Object, scope: Scope) -> SourceDocument | None:
+    def _document(self, run: ListingRun, obj: S3Object, scope: Scope) -> SourceDocument | None:
         """The listed document, or None when what governs it is unknown (partial listing)."""
         sidecar_obj = run.tree.sidecars.get(obj.rel)
         sidecar: Sidecar | None = None
@@ -453,7 +315,7 @@ class S3Connector:
             metadata=metadata,
         )
 
-    def _sidecar(self, obj: _Object, bodies: dict[str, bytes]) -> Sidecar:
+    def _sidecar(self, obj: S3Object, bodies: dict[str, bytes]) -> Sidecar:
         if obj.size > MAX_SIDECAR_BYTES:
             raise PolicyError(
                 f"{obj.rel}: {obj.size} bytes, over the {MAX_SIDECAR_BYTES}-byte limit of a "
@@ -488,150 +350,46 @@ class S3Connector:
             finally:
                 body.close()
         except ClientError as exc:
-            if _code(exc) in {"PreconditionFailed", "412"}:
+            if error_code(exc) in {"PreconditionFailed", "412"}:
                 raise ConnectorError(
                     f"cannot read {document.uri}: it changed since it was listed"
                 ) from exc
-            raise ConnectorError(f"cannot read {document.uri}: {_describe(exc)}") from exc
+            raise ConnectorError(f"cannot read {document.uri}: {describe(exc)}") from exc
         except (BotoCoreError, OSError) as exc:
-            raise ConnectorError(f"cannot read {document.uri}: {_describe(exc)}") from exc
+            raise ConnectorError(f"cannot read {document.uri}: {describe(exc)}") from exc
         if len(data) > limit:
             raise DocumentTooLargeError(f"more than {limit} bytes")
         return data
 
 
-def _tree(objects: Iterable[_Object]) -> _Tree:
-    """Sort the listed keys into policies, documents and sidecars. A key with an empty path
-    segment (a folder marker ``a/``, ``a//b``, ``/a``) has no place in a folder tree (two keys
-    could name one folder's policy): it is skipped, with a warning."""
-    tree = _Tree()
-    listed: set[str] = set()
-    candidates: dict[str, _Object] = {}
-    skipped: list[str] = []
-    for obj in objects:
-        if "" in obj.rel.split("/"):
-            if obj.rel and not obj.rel.endswith("/"):
-                skipped.append(obj.key)  # folder markers are expected; the others are odd
-            continue
-        tree.names.setdefault(obj.folder, set()).add(obj.name)
-        if obj.folder and any(part.startswith(".") for part in obj.folder.split("/")):
-            continue  # in a hidden folder
-        if obj.name == POLICY_FILE:
-            tree.policies[obj.folder] = obj
-        elif obj.name.startswith("."):
-            continue
-        elif obj.name.endswith(SIDECAR_SUFFIX) and len(obj.name) > len(SIDECAR_SUFFIX):
-            candidates[obj.rel[: -len(SIDECAR_SUFFIX)]] = obj
-        else:
-            tree.documents.append(obj)
-            listed.add(obj.rel)
-    tree.sidecars = {rel: obj for rel, obj in candidates.items() if rel in listed}
-    if skipped:
-        log.warning(
-            "%d keys with an empty path segment are not documents: %s", len(skipped), skipped[:5]
-        )
-    return tree
-
-
-_SESSIONS: dict[str | None, Any] = {}
-_SESSIONS_LOCK: Final = threading.Lock()
-
-
-def _session(profile: str | None) -> Any:
-    """One boto3 session per profile and process (as ``boto3.client`` shares its default one):
-    its loaded service models and resolved credentials serve every connector. Call with
-    ``_SESSIONS_LOCK`` held."""
-    if profile not in _SESSIONS:
-        import boto3
-        import botocore.session
-
-        core = botocore.session.get_session()
-        core.get_component("response_parser_factory").set_parser_defaults(
-            timestamp_parser=_timestamp
-        )
-        _SESSIONS[profile] = boto3.Session(botocore_session=core, profile_name=profile)
-    return _SESSIONS[profile]
-
-
-def _timestamp(value: Any) -> datetime:
-    """An S3 timestamp (ISO 8601 in listings) parsed fast, else as botocore parses it: a
-    listing of many objects otherwise spends a third of its time in dateutil."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-    from botocore.utils import parse_timestamp
-
-    return parse_timestamp(value)  # type: ignore[no-any-return]
-
-
-def _limit(name: str) -> int:
-    return MAX_POLICY_BYTES if name == POLICY_FILE else MAX_SIDECAR_BYTES
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"
-
-
 def from_options(name: str, options: dict[str, Any], base_dir: Path) -> S3Connector:
     """The ``s3`` kind of a sources file (and ``rag ingest s3://bucket/prefix``): see the module
     docstring for the options."""
-    unknown = set(options) - _OPTIONS
+    unknown = set(options) - OPTIONS
     if unknown:
         raise ConfigurationError(f"source {name}: unknown s3 options {sorted(unknown)}")
     if "url" in options:
         if "bucket" in options or "prefix" in options:
             raise ConfigurationError(f"source {name}: give url, or bucket and prefix, not both")
-        url = _text(name, options, "url") or ""
+        url = text(name, options, "url") or ""
         if not url.startswith("s3://"):
             raise ConfigurationError(f"source {name}: url {url!r} is not an s3://bucket/prefix URL")
         bucket, _, prefix = url[len("s3://") :].partition("/")
     else:
-        bucket = _text(name, options, "bucket") or ""
-        prefix = _text(name, options, "prefix") or ""
+        bucket = text(name, options, "bucket") or ""
+        prefix = text(name, options, "prefix") or ""
     if not bucket:
         raise ConfigurationError(f"source {name}: the s3 connector needs options.url or bucket")
     return S3Connector(
         bucket,
         prefix,
         name,
-        endpoint_url=_text(name, options, "endpoint_url"),
-        region=_text(name, options, "region"),
-        profile=_text(name, options, "profile"),
-        page_size=_number(name, options, "page_size", 1000),
-        max_object_bytes=_number(name, options, "max_object_bytes", DEFAULT_MAX_OBJECT_BYTES),
-        case_sensitive_ids=_flag(name, options, "case_sensitive_ids"),
-        max_concurrency=_number(name, options, "max_concurrency", 16),
-        max_attempts=_number(name, options, "max_attempts", None),
+        endpoint_url=text(name, options, "endpoint_url"),
+        region=text(name, options, "region"),
+        profile=text(name, options, "profile"),
+        page_size=number(name, options, "page_size", 1000),
+        max_object_bytes=number(name, options, "max_object_bytes", DEFAULT_MAX_OBJECT_BYTES),
+        case_sensitive_ids=flag(name, options, "case_sensitive_ids"),
+        max_concurrency=number(name, options, "max_concurrency", 16),
+        max_attempts=number(name, options, "max_attempts", None),
     )
-
-
-def _text(name: str, options: dict[str, Any], key: str) -> str | None:
-    value = options.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ConfigurationError(f"source {name}: option {key} must be a string, got {value!r}")
-    return value
-
-
-def _number(name: str, options: dict[str, Any], key: str, default: Any) -> Any:
-    value = options.get(key, default)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigurationError(f"source {name}: option {key} must be an integer, got {value!r}")
-    return value
-
-
-def _flag(name: str, options: dict[str, Any], key: str) -> bool:
-    value = options.get(key, False)
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"source {name}: option {key} must be true or false")
-    return value

@@ -14,7 +14,9 @@ import pytest
 from connectors.base import Listing
 from connectors.filesystem import FilesystemConnector
 from connectors.registry import build_connector
-from connectors.sharepoint import DriveSnapshot, PrincipalMap, SharePointConnector, from_options
+from connectors.sharepoint import SharePointConnector, from_options
+from connectors.sharepoint_acl import PrincipalMap
+from connectors.sharepoint_snapshot import DriveSnapshot
 from rag.config import Settings
 from rag.errors import ConfigurationError
 from rag.identity import PUBLIC, UserContext
