@@ -5,8 +5,6 @@ from __future__ import annotations
 import codecs
 from typing import Final
 
-from charset_normalizer import from_bytes
-
 from rag.errors import ParseError
 
 _BOMS: Final = (
@@ -40,6 +38,8 @@ def _decode(data: bytes) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    from charset_normalizer import from_bytes  # the ingest extra; UTF-8 needs no detection
+
     matches = list(from_bytes(data))
     if not matches:
         return None
