@@ -15,6 +15,7 @@ from rag.ids import checked_id as checked_id  # re-exported: the stores' callers
 from rag.models import Acl, Chunk, SearchHit
 
 if TYPE_CHECKING:
+    from rag.filters import Filter
     from rag.sync.runs import RunLog
     from rag.sync.state import SyncStateStore
 
@@ -68,9 +69,12 @@ class VectorStore(Protocol):
         k: int,
         *,
         acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
     ) -> list[SearchHit]:
         """The ``k`` nearest chunks that ``principals`` may read, ACL-filtered inside the search;
-        with ``acl_fresh_after``, only chunks whose ACL was confirmed since (fail closed)."""
+        with ``acl_fresh_after``, only chunks whose ACL was confirmed since (fail closed); with
+        ``filter``, only chunks it admits (a clause AND-ed with the ACL clause, never replacing
+        it: see :mod:`rag.filters`)."""
         ...
 
     def confirm_acls(self, source: str, at: datetime) -> None:
@@ -116,7 +120,9 @@ class VectorStore(Protocol):
 
 @runtime_checkable
 class TextSearchStore(Protocol):
-    """A store that also ranks by keywords (BM25) and fuses both rankings (hybrid)."""
+    """A store that also ranks by keywords (BM25) and fuses both rankings (hybrid: reciprocal
+    rank fusion, :mod:`rag.stores.fusion`). Both take the same ACL, freshness and metadata
+    filtering as :meth:`VectorStore.search`, applied inside each ranking before it is cut."""
 
     def search_text(
         self,
@@ -125,6 +131,7 @@ class TextSearchStore(Protocol):
         k: int,
         *,
         acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
     ) -> list[SearchHit]: ...
 
     def search_hybrid(
@@ -135,6 +142,7 @@ class TextSearchStore(Protocol):
         k: int,
         *,
         acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
     ) -> list[SearchHit]: ...
 
 

@@ -1,8 +1,15 @@
-"""The embedded store: LanceDB on local disk, ACL pre-filtered vector search.
+"""The embedded store: LanceDB on local disk, ACL pre-filtered vector, BM25 and hybrid search.
 
 Each chunk row holds its ``allow`` and ``deny`` principals as ``list<string>`` columns with
 LabelList scalar indexes; a search compiles the caller's principals into a filter that LanceDB
-applies *before* the vector search (``prefilter=True``), so restrictive ACLs still get the full k.
+applies *before* the vector or keyword search (``prefilter=True``), so restrictive ACLs still get
+the full k. Keywords are ranked by LanceDB's native BM25 index on ``text`` (created with the
+table; rows written since its last update are searched unindexed until :meth:`optimize` folds
+them in, so a lagging index is slower, never wrong). Hybrid fuses both rankings by reciprocal
+rank, as OpenSearch does. A metadata filter (:mod:`rag.filters`) compiles into a clause AND-ed
+after the ACL clause, over columns of its own: ``uri``, ``title``, ``mime_type``,
+``modified_ms``, and the metadata as JSON (``meta_str``: each value's text; ``meta_num``: the
+numeric ones).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import os
 import time
 from collections.abc import Collection, Sequence
 from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +30,21 @@ import pyarrow as pa
 from rag.config import StoreSettings
 from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, IndexNotFoundError, StoreError
+from rag.filters import (
+    And,
+    Eq,
+    Filter,
+    FilterView,
+    In,
+    Not,
+    Or,
+    Prefix,
+    Value,
+    check_size,
+    filter_view,
+    resolve_field,
+    time_ms,
+)
 from rag.models import Acl, Chunk, Citation, SearchHit, epoch_ms, from_epoch_ms
 from rag.stores.base import (
     DeadLetter,
@@ -30,6 +53,7 @@ from rag.stores.base import (
     checked_id,
     checked_principals,
 )
+from rag.stores.fusion import reciprocal_rank_fusion
 from rag.stores.limits import checked_k
 
 if TYPE_CHECKING:
@@ -47,10 +71,32 @@ _RESULT_COLUMNS: Final = [
     "deny",
     "citation",
     "metadata",
-    "_distance",
 ]
 _CHECKED: Final = "acl_checked_ms"
 _WATERMARK: Final = "acls_confirmed_at:"
+_META_STR: Final = "meta_str"
+_META_NUM: Final = "meta_num"
+_JSON: Final = pa.json_(pa.utf8())
+_FILTER_FIELDS: Final = (
+    pa.field("uri", pa.string()),
+    pa.field("title", pa.string()),
+    pa.field("mime_type", pa.string()),
+    pa.field("modified_ms", pa.int64()),
+    pa.field(_META_STR, _JSON),  # null only in rows written before filters (until migrated)
+    pa.field(_META_NUM, _JSON),
+)
+_FILTER_COLUMNS: Final = {f.name for f in _FILTER_FIELDS}
+_BUILTIN_COLUMNS: Final = {
+    "source": "source",
+    "document_id": "document_id",
+    "uri": "uri",
+    "title": "title",
+    "mime_type": "mime_type",
+    "modified": "modified_ms",
+}
+_NOT_NULL: Final = frozenset({"source", "document_id"})
+_RRF_DEPTH: Final = 50
+_SQL_OPS: Final = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
 def _quote(value: str) -> str:
@@ -80,6 +126,79 @@ def compile_acl_filter(
     return where
 
 
+def compile_filter(node: Filter) -> str:
+    """The LanceDB (DataFusion SQL) clause of a metadata filter. Pure and deterministic.
+
+    Columns come from a fixed map of built-in fields; a metadata key and every value are bound
+    as quoted SQL string (or numeric) literals, exactly like principals: nothing in a filter is
+    ever syntax. Each comparison is false where the field is missing (two-valued logic). The
+    caller AND-s the result after the ACL clause, which no filter can reach.
+    """
+    check_size(node)
+    return _sql(node)
+
+
+def _sql(node: Filter) -> str:
+    if isinstance(node, And | Or):
+        joiner = " AND " if isinstance(node, And) else " OR "
+        return "(" + joiner.join(_sql(child) for child in node.filters) + ")"
+    if isinstance(node, Not):
+        return f"(NOT {_sql(node.filter)})"
+    if isinstance(node, Eq):
+        return _compare(node.field, "=", node.value)
+    if isinstance(node, In):
+        return _in(node.field, node.values)
+    if isinstance(node, Prefix):
+        expr, literal = _operand(node.field, node.value)
+        return _guarded(node.field, expr, f"starts_with({expr}, {literal})")
+    parts = [_compare(node.field, _SQL_OPS[op], value) for op, value in node.bounds().items()]
+    return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+
+
+def _operand(field: str, value: Value) -> tuple[str, str]:
+    """The SQL expression a field compares by for ``value``'s type, and ``value``'s literal."""
+    ref = resolve_field(field)
+    if ref.kind == "builtin":
+        column = _BUILTIN_COLUMNS[ref.name]
+        if ref.name == "modified":
+            return column, str(time_ms(value))
+        assert isinstance(value, str)
+        return column, _quote(value)
+    key = _quote(ref.name)
+    if isinstance(value, bool):
+        return f"json_get_string({_META_STR}, {key})", _quote("true" if value else "false")
+    if isinstance(value, int | float):
+        return f"json_get_float({_META_NUM}, {key})", repr(float(value))
+    assert isinstance(value, str)
+    return f"json_get_string({_META_STR}, {key})", _quote(value)
+
+
+def _guarded(field: str, expr: str, test: str) -> str:
+    """``test`` made false (not NULL) where the field is missing, so NOT stays two-valued."""
+    ref = resolve_field(field)
+    if ref.kind == "builtin" and ref.name in _NOT_NULL:
+        return f"({test})"
+    return f"({expr} IS NOT NULL AND {test})"
+
+
+def _compare(field: str, op: str, value: Value) -> str:
+    expr, literal = _operand(field, value)
+    return _guarded(field, expr, f"{expr} {op} {literal}")
+
+
+def _in(field: str, values: Sequence[Value]) -> str:
+    groups: dict[str, list[str]] = {}
+    for value in values:
+        expr, literal = _operand(field, value)
+        if literal not in groups.setdefault(expr, []):
+            groups[expr].append(literal)
+    parts = [
+        _guarded(field, expr, f"{expr} IN ({', '.join(literals)})")
+        for expr, literals in groups.items()
+    ]
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
 def _schema(dimension: int) -> pa.Schema:
     return pa.schema(
         [
@@ -95,6 +214,7 @@ def _schema(dimension: int) -> pa.Schema:
             pa.field("metadata", pa.string(), nullable=False),
             pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
             pa.field(_CHECKED, pa.int64(), nullable=False),  # 0: never confirmed
+            *_FILTER_FIELDS,
         ]
     )
 
@@ -110,6 +230,9 @@ class LanceDBStore:
         self._info: IndexInfo | None = None
         self._marks: tuple[float, dict[str, datetime]] | None = None
         self._has_checked: bool | None = None
+        self._filters_ready = False  # every row has its filter columns (checked when needed)
+        self._has_text_index = False
+        self._threads: ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -151,6 +274,69 @@ class LanceDBStore:
             self._table.add_columns({_CHECKED: "CAST(0 AS BIGINT)"})
         self._has_checked = True
         self._info = info
+        self._migrate_filter_columns()
+        self._ensure_text_index()
+
+    def _migrate_filter_columns(self) -> None:
+        """Give a table made before metadata filters its filter columns, and fill them in for
+        rows written before (computed from each row's citation and metadata; vectors and ACLs
+        are not touched)."""
+        table = self._table
+        missing = [f for f in _FILTER_FIELDS if f.name not in table.schema.names]
+        done: set[str] = set()
+        try:
+            if missing:
+                table.add_columns(missing)
+            while True:
+                rows = (
+                    table.search()
+                    .where(f"{_META_STR} IS NULL")
+                    .select(
+                        [
+                            "id",
+                            "document_id",
+                            "source",
+                            "ordinal",
+                            "text",
+                            "token_count",
+                            "allow",
+                            "deny",
+                            "citation",
+                            "metadata",
+                        ]
+                    )
+                    .limit(10_000)
+                    .to_arrow()
+                )
+                if rows.num_rows == 0:
+                    break
+                chunks = [_chunk(r) for r in rows.to_pylist()]
+                if done.intersection(c.id for c in chunks):
+                    raise StoreError("rows kept no filter columns after an update")
+                done.update(c.id for c in chunks)
+                data = pa.table(
+                    {"id": [c.id for c in chunks], **_filter_arrays(chunks)},
+                    schema=pa.schema([pa.field("id", pa.string(), False), *_FILTER_FIELDS]),
+                )
+                table.merge_insert("id").when_matched_update_all().execute(data)
+        except Exception as exc:
+            raise StoreError(f"LanceDB filter column migration failed: {exc}") from exc
+        self._filters_ready = True
+
+    def _ensure_text_index(self) -> None:
+        """The BM25 index on ``text`` (made with the table, so every later write is searchable
+        by keyword: unindexed rows are scanned until :meth:`optimize` folds them in)."""
+        from lancedb.index import FTS
+
+        table = self._table
+        if any(index.index_type == "FTS" for index in table.list_indices()):
+            self._has_text_index = True
+            return
+        try:
+            table.create_index("text", config=FTS(), replace=True)
+        except Exception as exc:
+            raise StoreError(f"LanceDB keyword index build failed: {exc}") from exc
+        self._has_text_index = True
 
     def _read_info(self) -> IndexInfo:
         rows = self._connect().open_table(self._meta_name).to_arrow().to_pylist()
@@ -225,6 +411,7 @@ class LanceDBStore:
                 "metadata": [json.dumps(c.metadata, sort_keys=True) for c in chunks],
                 "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
                 _CHECKED: pa.array([epoch_ms(c.acl_checked_at) for c in chunks], pa.int64()),
+                **_filter_arrays(chunks),
             },
             schema=_schema(dim),
         )
@@ -241,28 +428,32 @@ class LanceDBStore:
             raise StoreError(f"LanceDB delete failed: {exc}") from exc
 
     def update_acl(self, document_id: str, acl: Acl) -> int:
-        """Replace the ACL of a document's chunks; text and vectors are rewritten unchanged."""
+        """Replace the ACL of a document's chunks; only the ``allow`` and ``deny`` columns are
+        written (text, vectors and indexes stay)."""
         table = self._require_table()
         where = f"document_id = {_quote(checked_id(document_id))}"
-        rows = table.search().where(where).limit(None).to_arrow()
-        if rows.num_rows == 0:
+        ids = table.search().where(where).select(["id"]).limit(None).to_arrow().column("id")
+        if len(ids) == 0:
             return 0
-        allow = pa.array([sorted(acl.allow)] * rows.num_rows, pa.list_(pa.string()))
-        deny = pa.array([sorted(acl.deny)] * rows.num_rows, pa.list_(pa.string()))
-        rows = rows.set_column(rows.schema.get_field_index("allow"), "allow", allow)
-        rows = rows.set_column(rows.schema.get_field_index("deny"), "deny", deny)
-        assert self._info is not None
-        rows = rows.select(_schema(self._info.dimension).names).cast(_schema(self._info.dimension))
+        rows = pa.table(
+            {
+                "id": ids,
+                "allow": pa.array([sorted(acl.allow)] * len(ids), pa.list_(pa.string())),
+                "deny": pa.array([sorted(acl.deny)] * len(ids), pa.list_(pa.string())),
+            },
+            schema=pa.schema(
+                [
+                    pa.field("id", pa.string(), nullable=False),
+                    pa.field("allow", pa.list_(pa.string()), nullable=False),
+                    pa.field("deny", pa.list_(pa.string()), nullable=False),
+                ]
+            ),
+        )
         try:
-            (
-                table.merge_insert("id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(rows)
-            )
+            table.merge_insert("id").when_matched_update_all().execute(rows)
         except Exception as exc:
             raise StoreError(f"LanceDB ACL update failed: {exc}") from exc
-        return int(rows.num_rows)
+        return len(ids)
 
     def confirm_acls(self, source: str, at: datetime) -> None:
         """The source's ACL watermark, kept in the meta table (one row per source)."""
@@ -332,8 +523,9 @@ class LanceDBStore:
         return []  # LanceDB writes a batch whole or raises
 
     def optimize(self) -> None:
-        """Create missing indexes (ACL label lists; the ANN index once the table has
-        ``ann_min_rows`` rows), then let LanceDB fold new rows into existing indexes."""
+        """Create missing indexes (ACL label lists, BM25 on ``text``; the ANN index once the
+        table has ``ann_min_rows`` rows), then let LanceDB fold new rows into existing indexes
+        (incrementally: the keyword index is not rebuilt)."""
         table = self._require_table()
         rows = table.count_rows()
         if rows == 0:
@@ -344,28 +536,33 @@ class LanceDBStore:
                 if column not in indexed:
                     kind = "BTREE" if column == "document_id" else "LABEL_LIST"
                     table.create_scalar_index(column, index_type=kind, replace=True)
+            if "text" not in indexed:
+                self._ensure_text_index()
             ann = self._settings.ann_min_rows
             if ann and rows >= ann and "vector" not in indexed:
                 table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", replace=True)
-            table.optimize()  # compaction and incremental indexing of rows added since
+            table.optimize()  # compaction; rows added since are folded into every index
         except Exception as exc:
             raise StoreError(f"LanceDB index build failed: {exc}") from exc
 
     # -- reads -------------------------------------------------------------------------------
-    def search(
+    def _prepare(
         self,
-        vector: Vectors,
         principals: AbstractSet[str],
         k: int,
-        *,
-        acl_fresh_after: datetime | None = None,
-    ) -> list[SearchHit]:
+        acl_fresh_after: datetime | None,
+        filter: Filter | None,
+    ) -> tuple[Any, str, list[str], dict[str, datetime], int]:
+        """The table, the WHERE clause (the ACL clause, AND the filter's), the columns to read,
+        the sources' watermarks and the checked k."""
         if not principals:
             raise AccessDeniedError("search without principals is refused")
         fresh = None if acl_fresh_after is None else epoch_ms(acl_fresh_after)
         marks = self.acl_watermarks()
         sources = [s for s, at in marks.items() if fresh is not None and epoch_ms(at) >= fresh]
         where = compile_acl_filter(principals, fresh, sources)
+        if filter is not None:
+            where = f"({where}) AND {compile_filter(filter)}"
         k = checked_k(k)
         table = self._open_for_read()
         columns = list(_RESULT_COLUMNS)
@@ -378,6 +575,48 @@ class LanceDBStore:
                 f"the index at {self._uri} predates ACL check times: run rag ingest once "
                 "before querying with max_acl_age"
             )
+        if filter is not None and not self._filters_ready:
+            self._check_filter_columns(table)
+        return table, where, columns, marks, k
+
+    def _check_filter_columns(self, table: Any) -> None:
+        """Filters need every row's filter columns: a table made before them (or not yet fully
+        migrated) is refused with what to do, rather than silently missing rows."""
+        ready = set(table.schema.names) >= _FILTER_COLUMNS
+        if ready:
+            try:
+                ready = table.count_rows(f"{_META_STR} IS NULL") == 0
+            except Exception as exc:
+                raise StoreError(f"LanceDB search failed: {exc}") from exc
+        if not ready:
+            raise StoreError(
+                f"the index at {self._uri} predates metadata filters: run rag ingest once "
+                "(it adds and fills the filter columns) before filtering"
+            )
+        self._filters_ready = True
+
+    def search(
+        self,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` nearest chunks ``principals`` may read (and ``filter`` admits)."""
+        table, where, columns, marks, k = self._prepare(principals, k, acl_fresh_after, filter)
+        return self._dense(table, vector, where, columns, marks, k)
+
+    def _dense(
+        self,
+        table: Any,
+        vector: Vectors,
+        where: str,
+        columns: list[str],
+        marks: dict[str, datetime],
+        k: int,
+    ) -> list[SearchHit]:
         assert self._info is not None
         if vector.shape != (self._info.dimension,):
             raise StoreError(f"query vector shape {vector.shape} != ({self._info.dimension},)")
@@ -385,7 +624,7 @@ class LanceDBStore:
             table.search(vector.astype(np.float32), vector_column_name="vector")
             .distance_type("cosine")
             .where(where, prefilter=True)
-            .select(columns)
+            .select([*columns, "_distance"])
             .limit(k)
         )
         if self._settings.ann_min_rows:
@@ -398,12 +637,111 @@ class LanceDBStore:
             raise StoreError(f"LanceDB search failed: {exc}") from exc
         return [SearchHit(chunk=_chunk(r, marks), score=1.0 - float(r["_distance"])) for r in rows]
 
+    def search_text(
+        self,
+        text: str,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
+    ) -> list[SearchHit]:
+        """BM25 over chunk text, ACL-filtered (and ``filter``-ed) before ranking."""
+        checked_principals(principals)
+        table, where, columns, marks, k = self._prepare(principals, k, acl_fresh_after, filter)
+        return self._keyword(table, text, where, columns, marks, k)
+
+    def _keyword(
+        self,
+        table: Any,
+        text: str,
+        where: str,
+        columns: list[str],
+        marks: dict[str, datetime],
+        k: int,
+    ) -> list[SearchHit]:
+        from lancedb.query import FullTextOperator, MatchQuery
+
+        if not self._has_text_index:
+            self._has_text_index = any(i.index_type == "FTS" for i in table.list_indices())
+            if not self._has_text_index:
+                raise StoreError(
+                    f"the index at {self._uri} has no keyword index (it predates BM25 on the "
+                    "embedded store): run rag ingest once (it builds it)"
+                )
+        if not text.strip():
+            return []
+        query = (
+            table.search(_match(text, MatchQuery, FullTextOperator.OR), query_type="fts")
+            .where(where, prefilter=True)
+            .select(columns)
+            .limit(k)
+        )
+        try:
+            rows = query.to_arrow().to_pylist()
+        except Exception as exc:
+            raise StoreError(f"LanceDB keyword search failed: {exc}") from exc
+        return [SearchHit(chunk=_chunk(r, marks), score=float(r["_score"])) for r in rows]
+
+    def search_hybrid(
+        self,
+        text: str,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        *,
+        acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
+    ) -> list[SearchHit]:
+        """BM25 and vector search, both ACL-filtered, fused by reciprocal rank."""
+        checked_principals(principals)
+        table, where, columns, marks, k = self._prepare(principals, k, acl_fresh_after, filter)
+        depth = max(k, _RRF_DEPTH)
+        keyword = self._pool().submit(self._keyword, table, text, where, columns, marks, depth)
+        dense = self._dense(table, vector, where, columns, marks, depth)
+        return reciprocal_rank_fusion([keyword.result(), dense], k)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """A thread for the keyword half of a hybrid search (LanceDB releases the GIL while it
+        searches, so both halves run at once); made on first use."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lancedb-bm25")
+        return self._threads
+
     def count(self) -> int:
         return int(self._open_for_read().count_rows())
 
     def chunk_ids(self) -> set[str]:
         """Every chunk id in the index (for audits and tests)."""
         return set(self._open_for_read().to_arrow().column("id").to_pylist())
+
+
+def _match(text: str, match: Any, operator: Any) -> Any:
+    """A BM25 match of any of the words of ``text`` (no query syntax, no fuzziness), like
+    OpenSearch's ``match`` query."""
+    return match(
+        text,
+        "text",
+        boost=1.0,
+        fuzziness=0,
+        max_expansions=50,
+        operator=operator,
+        prefix_length=0,
+        document_granularity=None,
+    )
+
+
+def _filter_arrays(chunks: Sequence[Chunk]) -> dict[str, pa.Array]:
+    """The filter columns of ``chunks`` (see :func:`rag.filters.filter_view`)."""
+    views: list[FilterView] = [filter_view(c) for c in chunks]
+    return {
+        "uri": pa.array([v.uri for v in views], pa.string()),
+        "title": pa.array([v.title for v in views], pa.string()),
+        "mime_type": pa.array([v.mime_type for v in views], pa.string()),
+        "modified_ms": pa.array([v.modified_ms for v in views], pa.int64()),
+        _META_STR: pa.array([json.dumps(v.strings, sort_keys=True) for v in views], _JSON),
+        _META_NUM: pa.array([json.dumps(v.numbers, sort_keys=True) for v in views], _JSON),
+    }
 
 
 def _chunk(row: dict[str, Any], marks: dict[str, datetime] | None = None) -> Chunk:

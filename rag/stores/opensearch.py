@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rag.config import OpenSearchSettings
 from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, ConfigurationError, IndexNotFoundError, StoreError
+from rag.filters import Filter, filter_view
 from rag.models import Acl, Chunk, Citation, SearchHit, epoch_ms, from_epoch_ms, stable_hash
 from rag.stores.base import (
     DeadLetter,
@@ -36,8 +37,11 @@ from rag.stores.opensearch_dsl import (
     ALLOW,
     CHECKED,
     DENY,
+    FILTER_MAPPING,
+    FILTERS_VERSION,
     Fresh,
     bm25_query,
+    filter_fields,
     index_body,
     knn_query,
 )
@@ -50,7 +54,8 @@ log = logging.getLogger(__name__)
 
 _REJECTED = 429  # the status streaming_bulk retries
 _UNAVAILABLE = frozenset({502, 503, 504})  # retried as if 429
-_MAPPING_VERSION = "2"  # 2: language analyzer on the BM25 text field
+_MAPPING_VERSION = "3"  # 2: language analyzer on the BM25 text field; 3: filter fields
+_UNFILTERED = {"bool": {"must_not": [{"exists": {"field": FILTERS_VERSION}}]}}
 _WATERMARKS = "acls_confirmed_at"
 
 
@@ -82,6 +87,7 @@ class OpenSearchStore:
         self._info: IndexInfo | None = None
         self._dead_letters: list[DeadLetter] = []
         self._marks: tuple[float, dict[str, datetime]] | None = None
+        self._filters_ready = False  # every chunk has its filter fields (checked when needed)
 
     # -- client ------------------------------------------------------------------------------
     @property
@@ -109,14 +115,43 @@ class OpenSearchStore:
             self._create(target, info)
         else:
             check_compatible(self._read_info(target), info)
-            # indexes made before ACL check times: add the field (0 = never checked)
+            # indexes made before ACL check times (0 = never checked) or filter fields
             self._call(
                 "put mapping",
                 self.client.indices.put_mapping,
                 index=target,
-                body={"properties": {CHECKED: {"type": "long"}}},
+                body={"properties": {CHECKED: {"type": "long"}, **FILTER_MAPPING}},
             )
+            self._index, self._info = target, info
+            self._backfill_filter_fields()
         self._index, self._info = target, info
+
+    def _backfill_filter_fields(self) -> None:
+        """Give chunks written before metadata filters their filter fields (partial updates
+        computed from each chunk's citation and metadata; ACLs and vectors are not touched)."""
+        from opensearchpy.helpers import scan
+
+        index = self._target()
+        self.refresh()
+        hits = scan(
+            self.client,
+            index=index,
+            query={"query": _UNFILTERED, "_source": {"excludes": ["vector"]}},
+            size=1000,
+        )
+        ops: list[_Op] = []
+        try:
+            for hit in hits:
+                chunk = _from_source(hit["_source"])
+                doc = filter_fields(filter_view(chunk))
+                ops.append(_Op("update", chunk.id, chunk.document_id, {"doc": doc}))
+        except Exception as exc:
+            raise StoreError(f"OpenSearch filter field backfill failed: {exc}") from exc
+        if ops:
+            log.info("backfilling the filter fields of %d chunks", len(ops))
+            self._bulk(ops)
+            self.refresh()
+        self._filters_ready = True
 
     def _create(self, index: str, info: IndexInfo) -> None:
         s = self._settings
@@ -372,13 +407,15 @@ class OpenSearchStore:
         k: int,
         *,
         acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
     ) -> list[SearchHit]:
         if not principals:
             raise AccessDeniedError("search without principals is refused")
         k = checked_k(k)
+        index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
-        body = knn_query(vector.tolist(), principals, k, self._settings.ef_search, fresh)
-        response = self._call("search", self.client.search, index=self._read_target(), body=body)
+        body = knn_query(vector.tolist(), principals, k, self._settings.ef_search, fresh, filter)
+        response = self._call("search", self.client.search, index=index, body=body)
         return _with_marks(self._hits(response, dense=True), marks)
 
     def search_text(
@@ -388,13 +425,15 @@ class OpenSearchStore:
         k: int,
         *,
         acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
     ) -> list[SearchHit]:
-        """BM25 over chunk text, ACL-filtered in the query."""
+        """BM25 over chunk text, ACL-filtered (and metadata-filtered) in the query."""
         checked_principals(principals)
         k = checked_k(k)
+        index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
-        body = bm25_query(text, principals, k, fresh)
-        response = self._call("search", self.client.search, index=self._read_target(), body=body)
+        body = bm25_query(text, principals, k, fresh, filter)
+        response = self._call("search", self.client.search, index=index, body=body)
         return _with_marks(self._hits(response, dense=False), marks)
 
     def search_hybrid(
@@ -405,17 +444,19 @@ class OpenSearchStore:
         k: int,
         *,
         acl_fresh_after: datetime | None = None,
+        filter: Filter | None = None,
     ) -> list[SearchHit]:
         """BM25 and k-NN in one _msearch, both ACL-filtered, fused by reciprocal rank."""
         checked_principals(principals)
         depth = max(checked_k(k), 50)
-        index = self._read_target()
+        index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
+        ef_search = self._settings.ef_search
         bodies: list[dict[str, Any]] = [
             {"index": index},
-            bm25_query(text, principals, depth, fresh),
+            bm25_query(text, principals, depth, fresh, filter),
             {"index": index},
-            knn_query(vector.tolist(), principals, depth, self._settings.ef_search, fresh),
+            knn_query(vector.tolist(), principals, depth, ef_search, fresh, filter),
         ]
         result = self._call("msearch", self.client.msearch, body=bodies)
         rankings = []
@@ -424,6 +465,23 @@ class OpenSearchStore:
                 raise StoreError(f"OpenSearch hybrid subquery failed: {response['error']}")
             rankings.append(self._hits(response, dense=dense))
         return _with_marks(reciprocal_rank_fusion(rankings, k, self._settings.rrf_k), marks)
+
+    def _filterable(self, filter: Filter | None) -> str:
+        """The index to search; with a filter, one whose every chunk has its filter fields: an
+        index made before them (not yet backfilled by a writer) is refused with what to do,
+        rather than silently missing chunks."""
+        index = self._read_target()
+        if filter is None or self._filters_ready:
+            return index
+        body = {"query": _UNFILTERED}
+        missing = self._call("count", self.client.count, index=index, body=body)["count"]
+        if missing:
+            raise StoreError(
+                f"the index {index} predates metadata filters ({missing} chunks without filter "
+                "fields): run rag ingest once (it adds them) before filtering"
+            )
+        self._filters_ready = True
+        return index
 
     def _freshness(self, after: datetime | None) -> tuple[Fresh | None, dict[str, datetime]]:
         marks = self.acl_watermarks()
@@ -513,6 +571,7 @@ def _to_source(chunk: Chunk, vector: Any) -> dict[str, Any]:
         "citation": chunk.citation.model_dump(mode="json"),
         "metadata": chunk.metadata,
         "vector": [float(x) for x in vector],
+        **filter_fields(filter_view(chunk)),
     }
 
 
@@ -551,7 +610,12 @@ def _make_client(settings: OpenSearchSettings) -> Any:
         "hosts": settings.hosts,
         "timeout": settings.timeout_seconds,
         "verify_certs": settings.verify_certs,
-        "max_retries": 0,  # bulk items are retried one by one (streaming_bulk)
+        # A request that cannot reach a node (connection refused or reset) moves on to the next
+        # host, which marks the dead one for a while: a cluster that loses a node keeps serving.
+        # Status codes are not retried here: bulk items are retried one by one (streaming_bulk)
+        # and a timed-out request may still run, so neither is re-sent blindly.
+        "max_retries": max(0, len(settings.hosts) - 1),
+        "retry_on_status": (),
         "retry_on_timeout": False,
     }
     if settings.ca_certs is not None:

@@ -1,22 +1,59 @@
-"""Pure functions that compile identities and searches into OpenSearch query DSL.
+"""Pure functions that compile identities, metadata filters and searches into OpenSearch DSL.
 
 The ACL clause goes *inside* every subquery: into the k-NN clause's ``filter`` (efficient
-filtering, so restrictive ACLs still get k results) and into the BM25 query's ``filter``. No
-caller-supplied clause can replace it: the functions take no user filter at all.
+filtering, so restrictive ACLs still get k results) and into the BM25 query's ``filter``. A
+caller's metadata filter is compiled on its own (:func:`compile_filter`, from the typed
+:mod:`rag.filters` model only: no raw DSL is ever accepted) and sits *beside* the ACL clause in
+the ``filter`` of an outer bool, so it can narrow the results but never replace or weaken the
+ACL; ACL and internal fields cannot be named by a filter at all.
+
+Filterable fields: the keywords ``source``, ``document_id``, ``uri``, ``title``, ``mime_type``,
+the long ``modified_ms``, and the metadata as keyword tokens: the key, U+001F, the value.
+``meta_str`` holds each value's text, ``meta_num`` each numeric value in an order-preserving hex
+encoding of its 64-bit float (so a numeric range is a term range). One field per kind, whatever
+the keys: no mapping explosion, no type conflicts between documents.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, Final
 
+from rag.filters import (
+    And,
+    Eq,
+    Filter,
+    FilterView,
+    In,
+    Not,
+    Or,
+    Prefix,
+    Value,
+    check_size,
+    resolve_field,
+    time_ms,
+)
 from rag.stores.base import checked_principals
 
 ALLOW = "acl_allow"
 DENY = "acl_deny"
 CHECKED = "acl_checked_ms"
-SOURCE_EXCLUDES = ["vector"]
+META_STR = "meta_str"
+META_NUM = "meta_num"
+FILTERS_VERSION = "filters_v"  # 1 on every chunk written with its filter fields
+SOURCE_EXCLUDES = ["vector", META_STR, META_NUM]
+_SEP: Final = "\x1f"  # never in a filterable key (control characters are refused)
+_AFTER_SEP: Final = "\x20"
+_BUILTIN_FIELDS: Final = {
+    "source": "source",
+    "document_id": "document_id",
+    "uri": "uri",
+    "title": "title",
+    "mime_type": "mime_type",
+    "modified": "modified_ms",
+}
 
 
 Fresh = tuple[int, Sequence[str]]
@@ -37,14 +74,107 @@ def compile_acl_filter(principals: AbstractSet[str], fresh: Fresh | None = None)
     return {"bool": {"filter": allowed, "must_not": [{"terms": {DENY: values}}]}}
 
 
+def num_token(key: str, value: float) -> str:
+    """``key``'s numeric token: 16 hex digits ordered as the 64-bit floats are."""
+    bits: int = struct.unpack(">Q", struct.pack(">d", float(value) + 0.0))[0]  # -0.0 -> 0.0
+    bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
+    return f"{key}{_SEP}{bits:016x}"
+
+
+def str_token(key: str, text: str) -> str:
+    """``key``'s text token."""
+    return f"{key}{_SEP}{text}"
+
+
+def filter_fields(view: FilterView) -> dict[str, Any]:
+    """The filterable fields of a chunk's document source (None values left out)."""
+    fields: dict[str, Any] = {
+        "uri": view.uri,
+        "title": view.title,
+        "mime_type": view.mime_type,
+        "modified_ms": view.modified_ms,
+        META_STR: [str_token(k, v) for k, v in sorted(view.strings.items())],
+        META_NUM: [num_token(k, v) for k, v in sorted(view.numbers.items())],
+        FILTERS_VERSION: 1,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def compile_filter(node: Filter) -> dict[str, Any]:
+    """The bool/term clause of a metadata filter. Pure and deterministic; field names come
+    from a fixed map (metadata keys only ever reach their own tokens), values are JSON values."""
+    check_size(node)
+    return _dsl(node)
+
+
+def _dsl(node: Filter) -> dict[str, Any]:
+    if isinstance(node, And):
+        return {"bool": {"filter": [_dsl(child) for child in node.filters]}}
+    if isinstance(node, Or):
+        return {"bool": {"should": [_dsl(c) for c in node.filters], "minimum_should_match": 1}}
+    if isinstance(node, Not):
+        return {"bool": {"must_not": [_dsl(node.filter)]}}
+    if isinstance(node, Eq):
+        field, value = _operand(node.field, node.value)
+        return {"term": {field: value}}
+    if isinstance(node, In):
+        groups: dict[str, list[Any]] = {}
+        for raw in node.values:
+            field, value = _operand(node.field, raw)
+            if value not in groups.setdefault(field, []):
+                groups[field].append(value)
+        clauses = [{"terms": {field: values}} for field, values in groups.items()]
+        if len(clauses) == 1:
+            return clauses[0]
+        return {"bool": {"should": clauses, "minimum_should_match": 1}}
+    if isinstance(node, Prefix):
+        field, value = _operand(node.field, node.value)
+        return {"prefix": {field: value}}
+    bounds = node.bounds()
+    field, _ = _operand(node.field, next(iter(bounds.values())))
+    body = {op: _operand(node.field, value)[1] for op, value in bounds.items()}
+    ref = resolve_field(node.field)
+    if ref.kind == "metadata":  # keep the token range inside this key's tokens
+        if "gt" not in body and "gte" not in body:
+            body["gte"] = f"{ref.name}{_SEP}"
+        if "lt" not in body and "lte" not in body:
+            body["lt"] = f"{ref.name}{_AFTER_SEP}"
+    return {"range": {field: dict(sorted(body.items()))}}
+
+
+def _operand(field: str, value: Value) -> tuple[str, Any]:
+    """The indexed field a comparison with ``value`` reads, and the term it compares with."""
+    ref = resolve_field(field)
+    if ref.kind == "builtin":
+        name = _BUILTIN_FIELDS[ref.name]
+        return name, time_ms(value) if ref.name == "modified" else value
+    if isinstance(value, bool):
+        return META_STR, str_token(ref.name, "true" if value else "false")
+    if isinstance(value, int | float):
+        return META_NUM, num_token(ref.name, float(value))
+    assert isinstance(value, str)
+    return META_STR, str_token(ref.name, value)
+
+
+def search_filter(
+    principals: AbstractSet[str], fresh: Fresh | None = None, filter: Filter | None = None
+) -> dict[str, Any]:
+    """The ACL clause, and a metadata filter beside it in the ``filter`` of an outer bool."""
+    acl = compile_acl_filter(principals, fresh)
+    if filter is None:
+        return acl
+    return {"bool": {"filter": [acl, compile_filter(filter)]}}
+
+
 def knn_query(
     vector: Sequence[float],
     principals: AbstractSet[str],
     k: int,
     ef_search: int,
     fresh: Fresh | None = None,
+    filter: Filter | None = None,
 ) -> dict[str, Any]:
-    """A k-NN search with the ACL filter inside the k-NN clause."""
+    """A k-NN search with the ACL filter (and a metadata filter) inside the k-NN clause."""
     return {
         "size": k,
         "_source": {"excludes": SOURCE_EXCLUDES},
@@ -53,7 +183,7 @@ def knn_query(
                 "vector": {
                     "vector": [float(x) for x in vector],
                     "k": max(k, ef_search),
-                    "filter": compile_acl_filter(principals, fresh),
+                    "filter": search_filter(principals, fresh, filter),
                 }
             }
         },
@@ -61,19 +191,36 @@ def knn_query(
 
 
 def bm25_query(
-    text: str, principals: AbstractSet[str], k: int, fresh: Fresh | None = None
+    text: str,
+    principals: AbstractSet[str],
+    k: int,
+    fresh: Fresh | None = None,
+    filter: Filter | None = None,
 ) -> dict[str, Any]:
-    """A BM25 search on the chunk text, ACL-filtered in the same bool query."""
+    """A BM25 search on the chunk text, ACL-filtered (and metadata-filtered) in the same bool
+    query: the ACL clause and the filter are separate entries of its ``filter``."""
+    clauses = [compile_acl_filter(principals, fresh)]
+    if filter is not None:
+        clauses.append(compile_filter(filter))
     return {
         "size": k,
         "_source": {"excludes": SOURCE_EXCLUDES},
         "query": {
-            "bool": {
-                "must": [{"match": {"text": {"query": text}}}],
-                "filter": [compile_acl_filter(principals, fresh)],
-            }
+            "bool": {"must": [{"match": {"text": {"query": text}}}], "filter": clauses},
         },
     }
+
+
+FILTER_MAPPING: Final[dict[str, Any]] = {
+    "uri": {"type": "keyword"},
+    "title": {"type": "keyword"},
+    "mime_type": {"type": "keyword"},
+    "modified_ms": {"type": "long"},
+    META_STR: {"type": "keyword"},
+    META_NUM: {"type": "keyword"},
+    FILTERS_VERSION: {"type": "byte"},
+}
+"""The filterable fields (added to indexes made before them by ``put_mapping``)."""
 
 
 def index_body(
@@ -105,6 +252,7 @@ def index_body(
                 ALLOW: keyword,
                 DENY: keyword,
                 CHECKED: {"type": "long"},
+                **FILTER_MAPPING,
                 "citation": {"type": "object", "enabled": False},
                 "metadata": {"type": "object", "enabled": False},
                 "vector": {

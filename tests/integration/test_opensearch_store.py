@@ -15,15 +15,32 @@ from rag.retrieval.core import Retriever
 from rag.stores.base import IndexInfo
 from rag.stores.limits import MAX_K
 from rag.stores.opensearch import OpenSearchStore, index_name
-from tests.acl_property import run_acl_property
-from tests.contract import CORPUS, EMBEDDER, INFO, StoreContract, put, search
+from tests.acl_property import filter_corpus, run_acl_property, run_filter_property
+from tests.contract import (
+    CORPUS,
+    EMBEDDER,
+    INFO,
+    FilterContract,
+    StoreContract,
+    TextSearchContract,
+    put,
+    search,
+)
 from tests.opensearch_node import drop, os_settings
 
 pytestmark = pytest.mark.integration
 
 
-class TestOpenSearchContract(StoreContract):
+class TestOpenSearchContract(StoreContract, FilterContract, TextSearchContract):
     pass
+
+
+def test_no_filter_reaches_past_the_acl_on_a_real_node(store: OpenSearchStore) -> None:
+    """A few drawn (filter, user) pairs on k-NN, BM25 and hybrid (the embedded store runs 100):
+    every hit readable and admitted, and exactly the readable, admitted chunks."""
+    chunks = filter_corpus()
+    put(store, chunks)
+    assert run_filter_property(store, chunks, examples=25) == 75
 
 
 def test_acl_property_on_real_node(opensearch_url: str) -> None:
@@ -59,17 +76,6 @@ def test_update_acl_changes_only_acl(store: OpenSearchStore) -> None:
         assert hit.score == pytest.approx(before[hit.chunk.id].score, abs=1e-6)
     doc = store.client.get(index=store._target(), id=CORPUS[0].id)["_source"]
     assert np.allclose(doc["vector"], EMBEDDER.embed_batch([CORPUS[0].text])[0], atol=1e-6)
-
-
-def test_bm25_and_hybrid_carry_the_acl(store: OpenSearchStore) -> None:
-    put(store, CORPUS)
-    mallory = frozenset({"user:mallory", "group:hr", "public"})
-    bm25 = store.search_text("salary review", mallory, 10)
-    assert {h.chunk.id for h in bm25} == {CORPUS[0].id, CORPUS[2].id}
-    vector = EMBEDDER.embed_batch(["salary review"])[0]
-    hybrid = store.search_hybrid("salary review", vector, mallory, 10)
-    assert {h.chunk.id for h in hybrid} == {CORPUS[0].id, CORPUS[2].id}
-    assert all(h.chunk.acl.permits(mallory) for h in hybrid)
 
 
 def test_model_swap_behind_alias(opensearch_url: str) -> None:
@@ -151,3 +157,44 @@ def test_query_with_another_model_is_refused_and_writes_nothing(store: OpenSearc
         Retriever(reader, HashEmbedder(32)).retrieve("salary", UserContext.of("alice"))
     assert sorted(store.client.indices.get(index="*", expand_wildcards="all")) == indices
     assert reader.index_info() == INFO
+
+
+def test_an_index_made_before_filters_is_refused_then_backfilled(opensearch_url: str) -> None:
+    from rag.errors import StoreError
+    from rag.filters import parse_filter
+    from rag.stores.opensearch import _to_source
+    from rag.stores.opensearch_dsl import FILTER_MAPPING, index_body
+    from tests.contract import FILTERED, WIDE_PRINCIPALS, expected_ids
+
+    settings = os_settings(opensearch_url)
+    index = f"{settings.alias}--old"
+    body = index_body(INFO.dimension, INFO.model_id, shards=1, replicas=0, m=16, ef_construction=64)
+    for name in FILTER_MAPPING:  # the mapping of the previous release
+        del body["mappings"]["properties"][name]
+    client = OpenSearchStore(settings).client
+    client.indices.create(index=index, body=body)
+    client.indices.put_alias(index=index, name=settings.alias)
+    vectors = EMBEDDER.embed_batch([c.text for c in FILTERED])
+    for chunk, vector in zip(FILTERED, vectors, strict=True):
+        source = {k: v for k, v in _to_source(chunk, vector).items() if k not in FILTER_MAPPING}
+        client.index(index=index, id=chunk.id, body=source, refresh=True)
+
+    reader = OpenSearchStore(settings)
+    vector = EMBEDDER.embed_batch(["budget"])[0]
+    readable = {c.id for c in FILTERED if c.acl.permits(WIDE_PRINCIPALS)}
+    assert {h.chunk.id for h in reader.search(vector, WIDE_PRINCIPALS, 50)} == readable
+    flt = parse_filter('source = "wiki" and attr.team != "eng"')
+    with pytest.raises(StoreError, match="predates metadata filters"):
+        reader.search_text("budget", WIDE_PRINCIPALS, 50, filter=flt)
+
+    OpenSearchStore(settings).ensure_index(INFO)  # a writer adds the fields and backfills
+    after = OpenSearchStore(settings)
+    want = expected_ids(FILTERED, WIDE_PRINCIPALS, flt)
+    assert want
+    for hits in (
+        after.search(vector, WIDE_PRINCIPALS, 50, filter=flt),
+        after.search_text("budget", WIDE_PRINCIPALS, 50, filter=flt),
+        after.search_hybrid("budget", vector, WIDE_PRINCIPALS, 50, filter=flt),
+    ):
+        assert {h.chunk.id for h in hits} == want
+    client.indices.delete(index=index)

@@ -7,7 +7,7 @@ import pytest
 from rag.config import StoreSettings
 from rag.errors import InvalidPrincipalError
 from rag.stores.lancedb import LanceDBStore, compile_acl_filter
-from tests.contract import INFO, StoreContract
+from tests.contract import INFO, FilterContract, StoreContract, TextSearchContract
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def store(tmp_path: Path) -> LanceDBStore:
     return s
 
 
-class TestLanceDBContract(StoreContract):
+class TestLanceDBContract(StoreContract, FilterContract, TextSearchContract):
     pass
 
 
@@ -87,3 +87,71 @@ def test_compiled_filter_quotes_every_literal(evil: str, literal: str) -> None:
 def test_compiled_filter_refuses_invalid_principals() -> None:
     with pytest.raises(InvalidPrincipalError):
         compile_acl_filter(frozenset({"user:a\x00b"}))
+
+
+# -- metadata filters: the property, migration of older tables ----------------------------------
+@pytest.mark.slow
+def test_no_filter_reaches_past_the_acl(tmp_path: Path) -> None:
+    """100 drawn (filter, user) pairs on all three modes: every hit readable and admitted, and
+    exactly the readable, admitted chunks. Half the corpus is written after the last optimize,
+    so the keyword index lags (those rows are searched unindexed)."""
+    from tests.acl_property import filter_corpus, run_filter_property
+    from tests.contract import put
+
+    store = LanceDBStore(tmp_path / "db", StoreSettings())
+    store.ensure_index(INFO)
+    chunks = filter_corpus()
+    put(store, chunks[: len(chunks) // 2])
+    store.optimize()
+    put(store, chunks[len(chunks) // 2 :])
+    assert run_filter_property(store, chunks, examples=100) == 300
+
+
+def test_a_table_made_before_filters_and_bm25_is_refused_then_migrated(tmp_path: Path) -> None:
+    from rag.errors import StoreError
+    from rag.filters import parse_filter
+    from tests.contract import EMBEDDER, FILTERED, WIDE_PRINCIPALS, expected_ids, put
+
+    old = LanceDBStore(tmp_path / "db", StoreSettings())
+    old.ensure_index(INFO)
+    put(old, FILTERED)
+    table = old._open_for_read()  # make it look like a table of the previous release
+    table.drop_index("text_idx")
+    table.drop_columns(["uri", "title", "mime_type", "modified_ms", "meta_str", "meta_num"])
+
+    reader = LanceDBStore(tmp_path / "db", StoreSettings())
+    vector = EMBEDDER.embed_batch(["budget"])[0]
+    readable = {c.id for c in FILTERED if c.acl.permits(WIDE_PRINCIPALS)}
+    hits = reader.search(vector, WIDE_PRINCIPALS, 50)  # unfiltered reads still work
+    assert {h.chunk.id for h in hits} == readable
+    flt = parse_filter('source = "wiki" and attr.team != "eng"')
+    with pytest.raises(StoreError, match="predates metadata filters: run rag ingest once"):
+        reader.search(vector, WIDE_PRINCIPALS, 50, filter=flt)
+    with pytest.raises(StoreError, match=r"no keyword index.*run rag ingest once"):
+        reader.search_text("budget", WIDE_PRINCIPALS, 50)
+
+    LanceDBStore(tmp_path / "db", StoreSettings()).ensure_index(INFO)  # a writer migrates
+    after = LanceDBStore(tmp_path / "db", StoreSettings())
+    want = expected_ids(FILTERED, WIDE_PRINCIPALS, flt)
+    assert (
+        want and {h.chunk.id for h in after.search(vector, WIDE_PRINCIPALS, 50, filter=flt)} == want
+    )
+    assert {
+        h.chunk.id for h in after.search_text("budget", WIDE_PRINCIPALS, 50, filter=flt)
+    } == want
+
+
+def test_update_acl_rewrites_only_the_acl(store: LanceDBStore) -> None:
+    from rag.models import Acl
+    from tests.contract import CORPUS, EMBEDDER, put
+
+    put(store, CORPUS)
+    vector = EMBEDDER.embed_batch([CORPUS[0].text])[0]
+    before = store.search(vector, frozenset({"group:hr"}), 1)[0]
+    assert store.update_acl("hr", Acl(allow=frozenset({"group:board"}))) == 2
+    assert store.search(vector, frozenset({"group:hr"}), 5) == []
+    after = store.search(vector, frozenset({"group:board"}), 1)[0]
+    assert after.chunk == before.chunk.model_copy(
+        update={"acl": Acl(allow=frozenset({"group:board"}))}
+    )
+    assert after.score == pytest.approx(before.score, abs=1e-6)
