@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -184,14 +185,21 @@ def _office_title(mime: str, data: bytes) -> str | None:
 @contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
     """Raise ParseTimeoutError in the parsing code once ``seconds`` pass (main thread only:
-    elsewhere signals cannot interrupt, and parsing runs unbounded)."""
+    elsewhere signals cannot interrupt, and parsing runs unbounded). An outer ``SIGALRM``
+    deadline (Airflow's ``execution_timeout``, pytest-timeout) is kept: if it comes first it is
+    left alone, otherwise it is re-armed with its remaining time afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    if outer_delay and outer_delay <= seconds:
+        yield  # the outer deadline fires first anyway
         return
 
     def expired(signum: int, frame: object) -> None:
         raise ParseTimeoutError(f"parsing took longer than its budget of {seconds:.0f} s")
 
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -199,6 +207,9 @@ def _time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_delay:
+            left = outer_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), outer_interval)
 
 
 def _to_element(raw: Any) -> Element | None:

@@ -143,3 +143,19 @@ def test_large_text_parses_linearly() -> None:
     data = (("Heading\n\n" + para + "\n\n") * 16_000).encode()
     elements = parse(data, "big.txt", ParsingSettings())
     assert len(elements) == 32_000
+
+
+def test_an_outer_alarm_deadline_survives_parsing() -> None:
+    import signal
+
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 120.0)  # e.g. Airflow's execution_timeout
+        parse(b"Budget Review\n\nThe plan is due next week.\n", "a.txt", ParsingSettings())
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 100.0 < left <= 120.0  # still armed with (about) its remaining time
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert fired == []
