@@ -9,7 +9,7 @@ export SCARF_NO_ANALYTICS := true
 export RAGAS_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-fast test-unit test-integration lint typecheck bench clean
+.PHONY: install demo test test-extended test-fast test-unit test-integration lint typecheck bench clean
 
 $(VENV)-tools/bin/uv:
 	python3 -m venv $(VENV)-tools && $(VENV)-tools/bin/pip install -q "uv>=0.5"
@@ -30,15 +30,19 @@ PROPERTY_10K := tests/unit/test_acl_property.py::test_acl_property_10k_trials
 test: install  ## lint, type-check, then every test
 	$(MAKE) lint typecheck
 	@mkdir -p .test-logs
-	@( ($(PY) -m pytest tests -m integration --durations=10 \
+	@( ($(PY) -m pytest tests -m "integration and not extended" --durations=10 \
 	    && $(PY) -m pytest $(PROPERTY_10K)) > .test-logs/beside.log 2>&1; \
 	  echo $$? > .test-logs/beside.rc) & \
-	$(PY) -m pytest tests -m "not integration" --deselect $(PROPERTY_10K) --durations=10 2>&1 \
+	$(PY) -m pytest tests -m "not integration and not extended" --deselect $(PROPERTY_10K) \
+	  --durations=10 2>&1 \
 	  | tee .test-logs/unit.log; \
 	unit=$${PIPESTATUS[0]}; wait; \
 	echo "---- integration and property tests (ran beside the others) ----"; \
 	cat .test-logs/beside.log; \
 	test "$$unit" = 0 && test "$$(cat .test-logs/beside.rc)" = 0
+
+test-extended: install  ## the connector contracts on OpenSearch too (about 6 minutes more)
+	$(PY) -m pytest tests -m extended
 
 test-fast: install  ## unit tests only: no servers, no Airflow, no slow ones (about a minute)
 	$(PY) -m pytest tests/unit -q -m "not integration and not slow"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.config import OpenSearchSettings
+from rag.config import OpenSearchSettings, Settings
 from rag.stores.opensearch import OpenSearchStore
 from tests.contract import INFO
 
@@ -66,3 +66,19 @@ def store(opensearch_url: str) -> Iterator[OpenSearchStore]:
     s.ensure_index(INFO)
     yield s
     drop(s, settings.alias)
+
+
+@pytest.fixture
+def opensearch_sync_settings(opensearch_url: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings for the sync contract on the real node: hash embedder, a fresh alias (dropped
+    after the test)."""
+    osettings = os_settings(opensearch_url, refresh="false")
+    settings = Settings.model_validate(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "embedding": {"provider": "hash"},
+            "store": {"backend": "opensearch", "opensearch": osettings.model_dump()},
+        }
+    )
+    yield settings
+    drop(OpenSearchStore(osettings), osettings.alias)

@@ -42,6 +42,17 @@ def policy(root: Path, text: str) -> None:
     (root / "eng" / ".rag-acl.toml").write_text(text, "utf-8")
 
 
+ACCESS_CORE = frozenset(
+    {
+        "test_widened_acl_with_new_content_never_shows_old_content",
+        "test_revocation_reaches_a_quarantined_document",
+        "test_acl_only_change_keeps_text_and_vectors",
+        "test_failed_listing_deletes_nothing",
+    }
+)
+"""The contract tests a connector also runs on the OpenSearch store."""
+
+
 def folder_connector(root: Path) -> Connector:
     return FilesystemConnector(root, "src")
 
@@ -140,6 +151,17 @@ def rows(store: VectorStore, document_id: str | None = None) -> dict[str, tuple[
 
 
 class SyncContract:
+    only: frozenset[str] | None = None
+    """When set, the contract tests to run (others are skipped with the reason): a connector's
+    class on the second store runs the access-safety core of the contract, the whole of which
+    runs for that connector on the embedded store and for folders on both stores."""
+
+    @pytest.fixture(autouse=True)
+    def _only(self, request: pytest.FixtureRequest) -> None:
+        name = getattr(request.node, "originalname", request.node.name)
+        if self.only is not None and name not in self.only:
+            pytest.skip("runs on the embedded store for this connector (make test's budget)")
+
     def connector(self, root: Path) -> Connector:
         """The source under test, listing what the folder ``root`` holds (name ``src``)."""
         return folder_connector(root)

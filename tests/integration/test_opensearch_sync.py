@@ -1,30 +1,20 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rag.config import Settings
 from rag.stores.opensearch import OpenSearchStore
-from tests.opensearch_node import drop, os_settings
+from tests.opensearch_node import os_settings
 from tests.sync_contract import SyncContract
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def sync_settings(opensearch_url: str, tmp_path: Path) -> Iterator[Settings]:
-    osettings = os_settings(opensearch_url, refresh="false")
-    settings = Settings.model_validate(
-        {
-            "data_dir": str(tmp_path / "data"),
-            "embedding": {"provider": "hash"},
-            "store": {"backend": "opensearch", "opensearch": osettings.model_dump()},
-        }
-    )
-    yield settings
-    drop(OpenSearchStore(osettings), osettings.alias)
+def sync_settings(opensearch_sync_settings: Settings) -> Settings:
+    return opensearch_sync_settings
 
 
 class TestOpenSearchSync(SyncContract):

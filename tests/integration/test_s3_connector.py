@@ -36,7 +36,7 @@ from tests.moto_server import (
     moto_endpoint,
     put_objects,
 )
-from tests.sync_contract import ALICE, SyncContract, make_corpus, rows, uris
+from tests.sync_contract import ACCESS_CORE, ALICE, SyncContract, make_corpus, rows, uris
 
 pytestmark = pytest.mark.integration
 
@@ -568,3 +568,14 @@ class TestS3Sync(SyncContract):
 
     def connector(self, root: Path) -> Connector:
         return self._make(root)
+
+
+@pytest.mark.extended
+class TestS3SyncOnOpenSearch(TestS3Sync):
+    """The same contract over S3 with the OpenSearch store."""
+
+    only = ACCESS_CORE
+
+    @pytest.fixture
+    def sync_settings(self, opensearch_sync_settings: Settings) -> Settings:
+        return opensearch_sync_settings

@@ -22,6 +22,7 @@ from rag.models import SourceDocument, stable_hash
 from rag.pipeline import ingest
 from rag.retrieval.core import Retriever
 from tests.sync_contract import (
+    ACCESS_CORE,
     ALICE,
     SyncContract,
     begin_and_revoke,
@@ -697,3 +698,15 @@ class TestManifestSync(SyncContract):
     )
     def test_override_that_matches_no_file_fails_closed(self) -> None:
         pass
+
+
+@pytest.mark.integration
+@pytest.mark.extended
+class TestManifestSyncOnOpenSearch(TestManifestSync):
+    """The same contract over a push manifest with the OpenSearch store."""
+
+    only = ACCESS_CORE
+
+    @pytest.fixture
+    def sync_settings(self, opensearch_sync_settings: Settings) -> Settings:
+        return opensearch_sync_settings

@@ -31,7 +31,16 @@ from rag.testing.graph import (
     user_grant,
 )
 from tests import sync_contract
-from tests.sync_contract import ALICE, BOB, SyncContract, make_corpus, policy, run, uris
+from tests.sync_contract import (
+    ACCESS_CORE,
+    ALICE,
+    BOB,
+    SyncContract,
+    make_corpus,
+    policy,
+    run,
+    uris,
+)
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "graph"
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
@@ -608,3 +617,15 @@ class TestSharePointSync(SyncContract):
         assert uris(sync_settings, UserContext.of("z", ["日本"])) == everything
         assert uris(sync_settings, UserContext.of("w", ["CORP\\Domain"])) == set()
         assert uris(sync_settings, UserContext.of("mallory@corp.example")) == set()
+
+
+@pytest.mark.integration
+@pytest.mark.extended
+class TestSharePointSyncOnOpenSearch(TestSharePointSync):
+    """The same contract over Graph with the OpenSearch store."""
+
+    only = ACCESS_CORE
+
+    @pytest.fixture
+    def sync_settings(self, opensearch_sync_settings: Settings) -> Settings:
+        return opensearch_sync_settings
