@@ -45,7 +45,7 @@ test-extended: install  ## the connector contracts on OpenSearch too (about 6 mi
 	$(PY) -m pytest tests -m extended
 
 test-fast: install  ## unit tests only: no servers, no Airflow, no slow ones (about a minute)
-	$(PY) -m pytest tests/unit -q -m "not integration and not slow"
+	$(PY) -m pytest tests/unit -q -n 2 -m "not integration and not slow"
 
 test-unit: install
 	$(PY) -m pytest tests -m "not integration"

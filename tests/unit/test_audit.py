@@ -39,7 +39,7 @@ def test_every_retrieval_writes_one_record(indexed: Settings) -> None:
     assert record.principals_count == len(principals)
     assert record.principals_hash == principals_digest(principals)
     assert record.query is None and len(record.query_hash) == 32
-    assert (record.mode, record.k) == ("dense", 4)
+    assert (record.mode, record.k) == ("hybrid", 4)
     assert [h.chunk_id for h in record.hits] == [h.chunk.id for h in result.hits]
     assert {h.acl_version for h in record.hits} == {h.chunk.acl.digest() for h in result.hits}
     assert record.latency_ms > 0
@@ -143,9 +143,9 @@ def test_helpful_rate_per_source_and_mode_reaches_the_report(indexed: Settings) 
     rates = {
         (r.source, r.mode): r for r in helpful_rates(JsonlAuditSink(indexed.data_dir / "audit"))
     }
-    assert (rates[("src", "dense")].votes, rates[("src", "dense")].helpful) == (3, 3)
-    assert rates[("(no hits)", "dense")].rate == 0.0
+    assert (rates[("src", "hybrid")].votes, rates[("src", "hybrid")].helpful) == (3, 3)
+    assert rates[("(no hits)", "hybrid")].rate == 0.0
     result = SuiteResult("s", "now", 1.0, 1, 1, [], feedback=[r.to_json() for r in rates.values()])
     page = render_html(result, [])
     assert "User feedback" in page and "100.0%" in page
-    assert "| src | dense | 3 | 100.0% |" in render_markdown(result)
+    assert "| src | hybrid | 3 | 100.0% |" in render_markdown(result)

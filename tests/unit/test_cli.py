@@ -24,6 +24,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return Path(shutil.copytree(corpus_path(), tmp_path / "corpus"))
 
 
+@pytest.mark.slow  # loads the ONNX model: runs in make test
 def test_ingest_then_query_json(env: Path) -> None:
     result = runner.invoke(app, ["ingest", str(env), "--name", "kestrel", "--json"])
     assert result.exit_code == 3, result.output  # completed; two demo files are quarantined
@@ -79,6 +80,7 @@ def test_query_requires_user() -> None:
     assert runner.invoke(app, ["query", "x"]).exit_code != 0
 
 
+@pytest.mark.slow  # loads the ONNX model: runs in make test
 def test_demo_runs_on_the_real_model(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

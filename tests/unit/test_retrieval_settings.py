@@ -84,9 +84,11 @@ class Effect:
 
 
 EFFECTS: dict[str, Effect] = {
-    "top_k": Effect(3, "3", lambda calls, hits: calls == [("search", 3)] and len(hits) == 3),
+    "top_k": Effect(
+        3, "3", lambda calls, hits: calls == [("search_hybrid", 3)] and len(hits) == 3
+    ),
     "mode": Effect(
-        "hybrid", "hybrid", lambda calls, hits: calls == [("search_hybrid", 5)] and len(hits) == 5
+        "dense", "dense", lambda calls, hits: calls == [("search", 5)] and len(hits) == 5
     ),
     "min_score": Effect(0.99, "0.99", lambda calls, hits: [h.chunk.text for h in hits] == [QUERY]),
     # the fixture's chunks were never confirmed by a source listing: a bound hides them all
@@ -184,7 +186,7 @@ def test_rag_query_k_option_overrides_top_k(
         app, ["query", QUERY, "--user", "guest", "-k", "2", "--data-dir", str(data_dir), "--json"]
     )
     assert result.exit_code == 0, result.output
-    assert spies[0].calls == [("search", 2)] and len(json.loads(result.stdout)["hits"]) == 2
+    assert spies[0].calls == [("search_hybrid", 2)] and len(json.loads(result.stdout)["hits"]) == 2
 
 
 class _DenseOnly:

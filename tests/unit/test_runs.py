@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.filesystem import FilesystemConnector
+from rag import cli
 from rag.cli import app
 from rag.config import Settings
 from rag.embeddings.hashing import HashEmbedder
@@ -81,7 +82,8 @@ def test_rag_runs_lists_recent_runs(
     (line,) = listed.output.splitlines()
     run = json.loads(line)
     assert (run["run_id"], run["status"], run["summary"]["new"]) == (summary.run_id, "succeeded", 3)
-    table = runner.invoke(app, ["runs"], env={"COLUMNS": "250"})
+    monkeypatch.setattr(cli.console, "_width", 250)  # wide enough for whole run ids
+    table = runner.invoke(app, ["runs"])
     assert summary.run_id is not None and summary.run_id in table.output
 
 
