@@ -25,12 +25,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
+
+from rag.testing.loopback import LoopbackServer
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -154,7 +156,7 @@ class S3Faults:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class S3FaultProxy:
+class S3FaultProxy(LoopbackServer):
     """A loopback HTTP proxy to ``upstream`` (moto) that counts requests by operation and
     breaks the ones :class:`S3Faults` names."""
 
@@ -162,20 +164,7 @@ class S3FaultProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.faults = faults
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> S3FaultProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listen(self._handler())
 
     def verdict(self, method: str, path: str) -> str:
         """'forward', 'fail' or 'drop' for one request (and count it)."""

@@ -15,11 +15,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
 from rag.embeddings.hashing import HashEmbedder
+from rag.testing.loopback import LoopbackServer
 
 
 @dataclass
@@ -71,7 +72,7 @@ class _Bucket:
             return False
 
 
-class AwsStub:
+class AwsStub(LoopbackServer):
     def __init__(self, config: StubConfig | None = None) -> None:
         self.config = config or StubConfig()
         self.state = StubState()
@@ -81,21 +82,7 @@ class AwsStub:
             if self.config.quota_per_second
             else None
         )
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> AwsStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listen(self._handler())
 
     def _verdict(self) -> str:
         with self.state.lock:
