@@ -1,21 +1,22 @@
-"""Issue 16 §2: users in thousands of groups, on the indexes ``python -m bench million`` built.
+"""Issue 16 §2: users in thousands of groups, on the indexes ``python -m bench million`` built
+(or that ``--build`` loads here).
 
 A user in N groups (10, 1,000, 5,000) of which only a few match any chunk (the rest are groups
 that own nothing in this corpus, as most of a big-company user's groups do):
 
 - narrow: 5 team groups match (0.5% of the corpus);
 - broad: the 10% group and 4 teams match (~10.4%), and that 10% group appears in thousands of
-  distinct ACLs (the hard case for ACL ids).
+  distinct ACLs (the hard case for ACL keys).
 
-Per store, per N: (1) the current path, the store's own ``search`` with every principal in the
-filter (allow terms and deny terms); (2) the compact-ACL-id prototype: each distinct ACL has an
-id (here: ``acl_id`` in the chunk metadata; LanceDB: materialised as an int column with a
-BITMAP index, OpenSearch: the ``meta_num`` keyword tokens), the user's readable ids are computed
-once from the distinct-ACL table (allow meets the principals, deny does not: exactly
-``Acl.permits``) and cached per (user, ACL version), and the search filters on those ids only;
-(3) OpenSearch only: a terms lookup (the principals stored in a document, fetched by the node).
+Per store, per N, the store's own ``search`` three ways, measured interleaved query by query:
+(1) ``principals``: every principal in the filter (allow terms and deny terms), the path before
+ACL keys (``acl_ids_min_principals`` out of reach); (2) ``acl_key, default``: the product
+setting (``acl_ids_min_principals`` = 64: principals for the 10-group user, ACL keys above);
+(3) ``acl_key, always`` (0: keys for every user). On the key path the store resolves the user's
+readable ACL keys from its ACL registry (exactly ``Acl.permits``), caches them per (principal
+set, registry generation), and filters on ``acl_key`` (see :mod:`rag.stores.acl_keys`).
 Every hit is checked with ``Acl.permits`` (violations must be 0) and recall@10 is against the
-exact top-10 over the allowed rows. Baseline: the same variant at 10 groups, same run.
+exact top-10 over the allowed rows. The ratio is against the default path at 10 groups.
 """
 
 from __future__ import annotations
@@ -43,27 +44,24 @@ from bench.common import corpus as make_corpus
 from rag.config import StoreSettings
 from rag.identity import UserContext
 from rag.models import Acl, SearchHit
-from rag.stores.lancedb import _RESULT_COLUMNS, LanceDBStore, _chunk
+from rag.stores.acl_keys import ACL_KEY, AclKeyOptions
+from rag.stores.lancedb import LanceDBStore
 from rag.stores.opensearch import OpenSearchStore
-from rag.stores.opensearch_async import hits_of
-from rag.stores.opensearch_dsl import SOURCE_EXCLUDES, num_token
 
 MATCHED_TEAMS = (3, 141, 592, 653, 589)
-LOOKUP_INDEX = "bench-principals"
+NEVER = 10**9
+VARIANTS = {"principals": NEVER, "acl_key, default": 64, "acl_key, always": 0}
+DEFAULT = "acl_key, default"
 
 
 def acl_table(corpus: Corpus) -> dict[int, Acl]:
-    """The distinct ACLs of the corpus by id (what a store would keep beside the chunks)."""
+    """The distinct ACLs of the corpus by id (what the store's registry holds, by key)."""
     table: dict[int, Acl] = {}
     for level in range(1, len(SHARES) + 1):
         labels = {label(s) for s in SHARES[:level]}
         for t in range(TEAMS):
             table[(level - 1) * TEAMS + t] = Acl(allow=frozenset({*labels, team(t)}))
     return table
-
-
-def readable(acls: dict[int, Acl], principals: frozenset[str]) -> list[int]:
-    return sorted(i for i, acl in acls.items() if acl.permits(principals))
 
 
 def user(kind: str, groups: int) -> tuple[UserContext, np.ndarray, Callable[[Corpus], Any]]:
@@ -86,158 +84,110 @@ class Checked:
     def __init__(self) -> None:
         self.violations = 0
 
-    def ids(self, hits: list[SearchHit], principals: frozenset[str]) -> list[str]:
-        self.violations += sum(not h.chunk.acl.permits(principals) for h in hits)
-        return [h.chunk.id for h in hits]
-
-    def searcher(
-        self, fn: Callable[..., list[SearchHit]], principals: frozenset[str], arg: Any
-    ) -> Callable[[np.ndarray], list[str]]:
+    def searcher(self, store: Any, principals: frozenset[str]) -> Callable[[np.ndarray], list[str]]:
         def search(q: np.ndarray) -> list[str]:
-            return self.ids(fn(q, principals, arg), principals)
+            hits: list[SearchHit] = store.search(q, principals, K)
+            self.violations += sum(not h.chunk.acl.permits(principals) for h in hits)
+            return [h.chunk.id for h in hits]
 
         return search
 
 
-def lancedb_variants(
-    path: Path, acl_column: bool
-) -> tuple[LanceDBStore, Callable[[np.ndarray, frozenset[str], list[int]], list[SearchHit]]]:
-    settings = StoreSettings()
-    store = LanceDBStore(path, settings)
-    table = store._require_table()
-    if acl_column and "acl_id" not in table.schema.names:
+def lancedb_stores(path: Path, index_type: str | None) -> dict[str, LanceDBStore]:
+    """One store per variant on the same table; with ``index_type``, the ``acl_key`` scalar
+    index is rebuilt as that (BITMAP or BTREE) first."""
+    stores = {
+        name: LanceDBStore(path, StoreSettings(acl_ids_min_principals=m))
+        for name, m in VARIANTS.items()
+    }
+    table = stores["principals"]._open_for_read()
+    if index_type is not None:
         start = time.perf_counter()
-        table.add_columns({"acl_id": "CAST(json_get_float(meta_num, 'acl_id') AS BIGINT)"})
-        table.create_scalar_index("acl_id", index_type="BITMAP", replace=True)
-        print(f"LanceDB: acl_id column + BITMAP index added in {time.perf_counter() - start:.1f} s")
-    columns = [*_RESULT_COLUMNS, "acl_checked_ms", "_distance"]
-
-    def by_acl_id(q: np.ndarray, principals: frozenset[str], ids: list[int]) -> list[SearchHit]:
-        where = f"acl_id IN ({', '.join(map(str, ids))})" if ids else "false"
-        query = (
-            table.search(q, vector_column_name="vector")
-            .distance_type("cosine")
-            .where(where, prefilter=True)
-            .select(columns)
-            .limit(K)
-            .nprobes(settings.nprobes)
-            .refine_factor(settings.refine_factor)
+        table.create_scalar_index(ACL_KEY, index_type=index_type, replace=True)
+        print(
+            f"LanceDB: {index_type} index on acl_key built in {time.perf_counter() - start:.1f} s"
         )
-        rows = query.to_arrow().to_pylist()
-        return [SearchHit(chunk=_chunk(r), score=1.0 - float(r["_distance"])) for r in rows]
+    kinds = [i.index_type for i in table.list_indices() if ACL_KEY in i.columns]
+    print(f"LanceDB acl_key index: {kinds or 'none'}")
+    return stores
 
-    return store, by_acl_id
 
-
-def opensearch_variants(
-    url: str,
-) -> tuple[OpenSearchStore, Callable[..., list[SearchHit]], Callable[..., list[SearchHit]]]:
+def opensearch_stores(url: str) -> dict[str, OpenSearchStore]:
     from bench.opensearch_acl import settings_for
 
-    settings = settings_for(url)
-    store = OpenSearchStore(settings)
-    index = store._target()
-    client = store.client
-    if not client.indices.exists(index=LOOKUP_INDEX):
-        client.indices.create(
-            index=LOOKUP_INDEX,
-            body={"mappings": {"properties": {"principals": {"type": "keyword"}}}},
-        )
-
-    def knn(q: np.ndarray, acl: dict[str, Any]) -> list[SearchHit]:
-        body = {
-            "size": K,
-            "_source": {"excludes": SOURCE_EXCLUDES},
-            "query": {
-                "knn": {
-                    "vector": {
-                        "vector": [float(x) for x in q],
-                        "k": max(K, settings.ef_search),
-                        "filter": acl,
-                    }
-                }
-            },
-        }
-        return hits_of(client.search(index=index, body=body), dense=True)
-
-    def by_acl_id(q: np.ndarray, principals: frozenset[str], ids: list[int]) -> list[SearchHit]:
-        tokens = [num_token("acl_id", float(i)) for i in ids]
-        return knn(q, {"terms": {"meta_num": tokens}})
-
-    def by_lookup(q: np.ndarray, principals: frozenset[str], doc: str) -> list[SearchHit]:
-        lookup = {"index": LOOKUP_INDEX, "id": doc, "path": "principals"}
-        acl = {
-            "bool": {
-                "filter": [{"terms": {"acl_allow": lookup}}],
-                "must_not": [{"terms": {"acl_deny": lookup}}],
-            }
-        }
-        return knn(q, acl)
-
-    return store, by_acl_id, by_lookup
+    return {
+        name: OpenSearchStore(settings_for(url), acl_keys=AclKeyOptions(min_principals=m))
+        for name, m in VARIANTS.items()
+    }
 
 
-CURRENT = "store.search (current)"
+def resolve_ms(store: Any, principals: frozenset[str]) -> tuple[float, int]:
+    """A cold resolution of the user's readable keys (registry read included): ms, keys. -1
+    keys: the store searches by principals (not keyed)."""
+    keys: tuple[str, ...] | None
+    if isinstance(store, LanceDBStore):
+        lance = LanceDBStore(store._uri, store._settings)
+        table = lance._open_for_read()
+        if not lance._acls.keyed(table, lance._table_names):
+            return 0.0, -1
+        start = time.perf_counter()
+        keys = lance._acls.readable(principals)
+    else:
+        os_store = OpenSearchStore(store._settings, acl_keys=AclKeyOptions(min_principals=0))
+        index = os_store._read_target()
+        start = time.perf_counter()
+        found = os_store._keys(index, principals)
+        keys = None if found is None else tuple(found)
+    elapsed = (time.perf_counter() - start) * 1000
+    return elapsed, -1 if keys is None else len(keys)
+
+
 Result = tuple[str, int, int, Any, float, int]
 
 
 def _measure_store(
     corpus: Corpus,
     truth: list[set[str]],
-    acls: dict[int, Acl],
-    store: Any,
-    variants: dict[str, Callable[..., list[SearchHit]]],
+    stores: dict[str, Any],
     kind: str,
     sizes: list[int],
 ) -> list[Result]:
     """Each (variant, group count)'s row: (name, groups, terms, Row, resolve ms, leaks), all
     measured interleaved query by query."""
-    calls: dict[tuple[str, int], tuple[Callable[..., list[SearchHit]], Any, int, float]] = {}
-    principals_of: dict[int, frozenset[str]] = {}
-    for groups in sizes:
-        principals = principals_of[groups] = user(kind, groups)[0].principals()
-        start = time.perf_counter()
-        ids = readable(acls, principals)
-        resolve = (time.perf_counter() - start) * 1000
-
-        def current(q: np.ndarray, p: frozenset[str], _: Any) -> list[SearchHit]:
-            hits: list[SearchHit] = store.search(q, p, K)
-            return hits
-
-        calls[CURRENT, groups] = (current, None, len(principals), 0.0)
-        for name, fn in variants.items():
-            if name == "terms lookup":
-                doc = f"{kind}-{groups}"
-                body = {"principals": sorted(principals)}
-                store.client.index(index=LOOKUP_INDEX, id=doc, body=body, refresh="true")
-                calls[name, groups] = (fn, doc, len(principals), 0.0)
-            else:
-                calls[name, groups] = (fn, ids, len(ids), resolve)
-    checks = {key: Checked() for key in calls}
     configs = {}
-    for key, (fn, arg, _, _) in calls.items():
-        principals = principals_of[key[1]]
-        for q in corpus.queries[:5]:  # warm-up
-            fn(q, principals, arg)
-        configs[f"{key[0]}/{key[1]}"] = (truth, checks[key].searcher(fn, principals, arg))
+    checks: dict[tuple[str, int], Checked] = {}
+    terms: dict[tuple[str, int], tuple[int, float]] = {}
+    for groups in sizes:
+        principals = user(kind, groups)[0].principals()
+        for name, store in stores.items():
+            keyed = AclKeyOptions(min_principals=VARIANTS[name]).applies(principals)
+            ms, keys = resolve_ms(store, principals) if keyed else (0.0, -1)
+            terms[name, groups] = (len(principals) if keys < 0 else keys, ms)
+            check = checks[name, groups] = Checked()
+            search = check.searcher(store, principals)
+            for q in corpus.queries[:5]:  # warm-up (and the key cache)
+                search(q)
+            check.violations = 0
+            configs[f"{name}/{groups}"] = (truth, search)
     rows = measure_all(corpus, configs)
     return [
-        (name, groups, terms, rows[f"{name}/{groups}"], resolve, checks[name, groups].violations)
-        for (name, groups), (_, _, terms, resolve) in calls.items()
-    ]
+        (name, groups, *terms[name, groups][:1], rows[f"{name}/{groups}"], terms[name, groups][1],
+         checks[name, groups].violations)
+        for groups in sizes
+        for name in stores
+    ]  # fmt: skip
 
 
 def _print(rows: list[Result]) -> None:
     print(
-        f"{'variant':<30}{'groups':>7}{'terms':>7}{'recall@10':>10}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'p95 vs 10':>10}{'resolve ms':>11}{'leaks':>6}"
+        f"{'variant':<20}{'groups':>7}{'terms':>7}{'recall@10':>10}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'vs 10 (default)':>16}{'resolve ms':>11}{'leaks':>6}"
     )
-    base: dict[str, float] = {}
-    for name, groups, terms, row, resolve_ms, leaks in rows:
-        base.setdefault(name, row.p95)
+    base = next(r[3].p95 for r in rows if r[0] == DEFAULT and r[1] == min(x[1] for x in rows))
+    for name, groups, terms, row, resolve_ms, leaks in sorted(rows, key=lambda r: (r[0], r[1])):
         print(
-            f"{name:<30}{groups:>7,}{terms:>7,}{row.recall:>10.4f}{row.p50:>9.2f}{row.p95:>9.2f}"
-            f"{row.p95 / base[name]:>10.2f}{resolve_ms:>11.2f}{leaks:>6}",
+            f"{name:<20}{groups:>7,}{terms:>7,}{row.recall:>10.4f}{row.p50:>9.2f}{row.p95:>9.2f}"
+            f"{row.p95 / base:>16.2f}{resolve_ms:>11.2f}{leaks:>6}",
             flush=True,
         )
 
@@ -252,6 +202,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--kinds", default="narrow,broad")
     parser.add_argument("--lancedb", type=Path, help="the table python -m bench million kept")
     parser.add_argument("--port", type=int, help="the node python -m bench million kept")
+    parser.add_argument(
+        "--build", action="store_true", help="load the corpus first where the store is empty"
+    )
+    parser.add_argument("--segments", type=int, default=1, help="OpenSearch force merge (--build)")
+    parser.add_argument(
+        "--acl-index", choices=["BITMAP", "BTREE"], help="rebuild LanceDB's acl_key index as"
+    )
     args = parser.parse_args(argv)
     corpus = make_corpus(args.data, args.rows, args.queries, args.base)
     acls = acl_table(corpus)
@@ -261,27 +218,33 @@ def main(argv: list[str]) -> None:
         f"== users in many groups: {args.rows:,} chunks ({corpus.description}), "
         f"{len(acls):,} distinct ACLs, {args.queries} queries per row, k={K}"
     )
-    stores: list[tuple[str, Any, dict[str, Callable[..., list[SearchHit]]]]] = []
+    stores: list[tuple[str, dict[str, Any]]] = []
     if args.lancedb:
-        store, by_id = lancedb_variants(args.lancedb, acl_column=True)
-        stores.append(("LanceDB", store, {"acl_id IN (...) [prototype]": by_id}))
+        if args.build:
+            from bench import store_acl
+
+            store_acl.load(args.lancedb, corpus, StoreSettings())
+        stores.append(("LanceDB", lancedb_stores(args.lancedb, args.acl_index)))
     node = opensearch_node(port=args.port, keep=True) if args.port else None
     if node is not None:
-        os_store, by_id, by_lookup = opensearch_variants(node.__enter__())
-        variants = {"terms lookup": by_lookup, "acl_id terms [prototype]": by_id}
-        stores.append(("OpenSearch", os_store, variants))
+        url = node.__enter__()
+        if args.build:
+            from bench import opensearch_acl
+
+            opensearch_acl.load(url, corpus, args.segments)
+        stores.append(("OpenSearch", opensearch_stores(url)))
     for kind in args.kinds.split(","):
         mask = user(kind, sizes[0])[2](corpus)
         truth = corpus.truth(("user", kind), mask)
         print(f"\n-- {kind} user: may read {mask.mean():.2%} of the chunks")
-        for name, store, variants in stores:
+        for name, variants in stores:
             print(f"\n{name}")
-            rows = _measure_store(corpus, truth, acls, store, variants, kind, sizes)
-            _print(sorted(rows, key=lambda r: (r[0] != CURRENT, r[0])))
+            _print(_measure_store(corpus, truth, variants, kind, sizes))
     if node is not None:
         node.__exit__(None, None, None)
     print(
-        "\nterms: principals sent (current, lookup) or readable ACL ids (prototype); resolve ms: "
-        "computing the readable ids from the distinct-ACL table (once per user and ACL version, "
-        "then cached; not in the search latency); leaks: hits outside the user's ACL"
+        "\nterms: principals sent (principal path) or readable ACL keys (acl_key path); "
+        "resolve ms: a cold resolution of the readable keys (registry read + resolve; once per "
+        "principal set and registry generation, then cached: not in the search latency); "
+        "leaks: hits outside the user's ACL; vs 10: p95 over the default path's at 10 groups"
     )

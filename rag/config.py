@@ -203,6 +203,22 @@ class StoreSettings(_Section):
     read_consistency_seconds: float = Field(
         0.0, ge=0, description="How stale a reader may be before it sees other writers' commits."
     )
+    acl_ids_min_principals: int = Field(
+        64,
+        ge=0,
+        description="A search for more principals than this filters by compact ACL keys (the "
+        "readable ACLs, resolved from the ACL registry and cached) instead of by every "
+        "principal; 0: always. Indexes written before ACL keys always use the principals.",
+    )
+    acl_ids_cache_size: int = Field(
+        1024, ge=1, description="Principal sets whose readable ACL keys are kept (LRU)."
+    )
+    acl_ids_refresh_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long a reader trusts its view of the ACL registry before re-reading its "
+        "generation (a stale view only hides chunks under ACLs registered since: fail closed).",
+    )
 
 
 class RetrievalSettings(_Section):

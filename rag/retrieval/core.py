@@ -603,9 +603,12 @@ class Retriever:
         retrieval = settings.retrieval
         async_store: AsyncSearchStore | None = None
         if settings.store.backend == "opensearch":
+            from rag.stores.acl_keys import AclKeyOptions
             from rag.stores.opensearch_async import AsyncOpenSearchStore
 
-            async_store = AsyncOpenSearchStore(settings.store.opensearch)
+            async_store = AsyncOpenSearchStore(
+                settings.store.opensearch, acl_keys=AclKeyOptions.of(settings.store)
+            )
         return cls(
             build_store(settings),
             build_embedder(settings.embedding),

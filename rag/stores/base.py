@@ -146,6 +146,14 @@ class TextSearchStore(Protocol):
     ) -> list[SearchHit]: ...
 
 
+def require_principals(principals: AbstractSet[str]) -> None:
+    """Refuse an empty principal set (deny by default). Each principal is validated where the
+    search uses it: compiled into the filter, or resolved into ACL keys (once per cached set:
+    validating thousands of principals costs more than the search they go into)."""
+    if not principals:
+        raise AccessDeniedError("search without principals is refused")
+
+
 def checked_principals(principals: AbstractSet[str]) -> list[str]:
     """Validated, sorted principals; an empty set is refused (deny by default)."""
     if not principals:

@@ -3,7 +3,11 @@
 Each chunk row holds its ``allow`` and ``deny`` principals as ``list<string>`` columns with
 LabelList scalar indexes; a search compiles the caller's principals into a filter that LanceDB
 applies *before* the vector or keyword search (``prefilter=True``), so restrictive ACLs still get
-the full k. Keywords are ranked by LanceDB's native BM25 index on ``text`` (created with the
+the full k. Each row also holds ``acl_key``, the digest of its ACL (BITMAP-indexed), and a
+registry table holds each distinct ACL by key (:mod:`rag.stores.lancedb_acls`): a caller with
+more than ``acl_ids_min_principals`` principals is filtered by ``acl_key IN (the keys they may
+read)`` instead (:mod:`rag.stores.acl_keys`), a filter that does not grow with their groups.
+Keywords are ranked by LanceDB's native BM25 index on ``text`` (created with the
 table; rows written since its last update are searched unindexed until :meth:`optimize` folds
 them in, so a lagging index is slower, never wrong). Hybrid fuses both rankings by reciprocal
 rank, as OpenSearch does. A metadata filter (:mod:`rag.filters`) compiles into a clause AND-ed
@@ -46,14 +50,17 @@ from rag.filters import (
     time_ms,
 )
 from rag.models import Acl, Chunk, Citation, SearchHit, epoch_ms, from_epoch_ms
+from rag.stores.acl_keys import ACL_KEY, AclKeyOptions, acl_key, chunk_acls
 from rag.stores.base import (
     DeadLetter,
     IndexInfo,
     check_compatible,
     checked_id,
     checked_principals,
+    require_principals,
 )
 from rag.stores.fusion import reciprocal_rank_fusion
+from rag.stores.lancedb_acls import LanceDBAclRegistry
 from rag.stores.limits import checked_k
 
 if TYPE_CHECKING:
@@ -96,6 +103,7 @@ _BUILTIN_COLUMNS: Final = {
 }
 _NOT_NULL: Final = frozenset({"source", "document_id"})
 _RRF_DEPTH: Final = 50
+_ACL_KEY_INDEX: Final = "BITMAP"  # few distinct keys, many rows each (measured vs BTREE)
 _SQL_OPS: Final = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
@@ -117,13 +125,29 @@ def compile_acl_filter(
     """
     literals = ", ".join(_quote(p) for p in checked_principals(principals))
     where = f"array_has_any(allow, [{literals}]) AND NOT array_has_any(deny, [{literals}])"
-    if fresh_after_ms is not None:
-        fresh = f"{_CHECKED} >= {int(fresh_after_ms)}"
-        if fresh_sources:
-            names = ", ".join(_quote(s) for s in sorted(fresh_sources))
-            fresh = f"({fresh} OR source IN ({names}))"
-        where += f" AND {fresh}"
-    return where
+    return where + _fresh_clause(fresh_after_ms, fresh_sources)
+
+
+def compile_key_filter(
+    keys: Sequence[str],
+    fresh_after_ms: int | None = None,
+    fresh_sources: Collection[str] = (),
+) -> str:
+    """The filter admitting rows whose ``acl_key`` is one of ``keys`` (the caller's readable
+    ACLs, see :mod:`rag.stores.acl_keys`); no keys: always false. The freshness bound is the
+    same clause as :func:`compile_acl_filter`'s, AND-ed."""
+    where = f"{ACL_KEY} IN ({', '.join(_quote(k) for k in keys)})" if keys else "false"
+    return where + _fresh_clause(fresh_after_ms, fresh_sources)
+
+
+def _fresh_clause(fresh_after_ms: int | None, fresh_sources: Collection[str]) -> str:
+    if fresh_after_ms is None:
+        return ""
+    fresh = f"{_CHECKED} >= {int(fresh_after_ms)}"
+    if fresh_sources:
+        names = ", ".join(_quote(s) for s in sorted(fresh_sources))
+        fresh = f"({fresh} OR source IN ({names}))"
+    return f" AND {fresh}"
 
 
 def compile_filter(node: Filter) -> str:
@@ -215,6 +239,7 @@ def _schema(dimension: int) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
             pa.field(_CHECKED, pa.int64(), nullable=False),  # 0: never confirmed
             *_FILTER_FIELDS,
+            pa.field(ACL_KEY, pa.string()),  # null only in rows written before ACL keys
         ]
     )
 
@@ -233,6 +258,7 @@ class LanceDBStore:
         self._filters_ready = False  # every row has its filter columns (checked when needed)
         self._has_text_index = False
         self._threads: ThreadPoolExecutor | None = None
+        self._acls = LanceDBAclRegistry(self._connect, settings.table, AclKeyOptions.of(settings))
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -274,6 +300,10 @@ class LanceDBStore:
             self._table.add_columns({_CHECKED: "CAST(0 AS BIGINT)"})
         self._has_checked = True
         self._info = info
+        if ACL_KEY not in self._table.schema.names:  # a table made before ACL keys
+            self._table.add_columns([pa.field(ACL_KEY, pa.string())])
+        self._acls.create(names)
+        self._acls.backfill(self._table)
         self._migrate_filter_columns()
         self._ensure_text_index()
 
@@ -383,6 +413,7 @@ class LanceDBStore:
             raise StoreError(f"{len(chunks)} chunks but {vectors.shape[0]} vectors")
         table = self._require_table()
         data = self._to_arrow(chunks, vectors)
+        self._acls.register(chunk_acls(chunks))  # before the rows that reference them
         try:
             (
                 table.merge_insert("id")
@@ -412,6 +443,7 @@ class LanceDBStore:
                 "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
                 _CHECKED: pa.array([epoch_ms(c.acl_checked_at) for c in chunks], pa.int64()),
                 **_filter_arrays(chunks),
+                ACL_KEY: pa.array([acl_key(c.acl) for c in chunks], pa.string()),
             },
             schema=_schema(dim),
         )
@@ -428,24 +460,29 @@ class LanceDBStore:
             raise StoreError(f"LanceDB delete failed: {exc}") from exc
 
     def update_acl(self, document_id: str, acl: Acl) -> int:
-        """Replace the ACL of a document's chunks; only the ``allow`` and ``deny`` columns are
-        written (text, vectors and indexes stay)."""
+        """Replace the ACL of a document's chunks; only the ``allow``, ``deny`` and ``acl_key``
+        columns are written, in one row write (text, vectors and indexes stay). The new key is
+        registered first."""
         table = self._require_table()
         where = f"document_id = {_quote(checked_id(document_id))}"
         ids = table.search().where(where).select(["id"]).limit(None).to_arrow().column("id")
         if len(ids) == 0:
             return 0
+        key = acl_key(acl)
+        self._acls.register({key: acl})
         rows = pa.table(
             {
                 "id": ids,
                 "allow": pa.array([sorted(acl.allow)] * len(ids), pa.list_(pa.string())),
                 "deny": pa.array([sorted(acl.deny)] * len(ids), pa.list_(pa.string())),
+                ACL_KEY: pa.array([key] * len(ids), pa.string()),
             },
             schema=pa.schema(
                 [
                     pa.field("id", pa.string(), nullable=False),
                     pa.field("allow", pa.list_(pa.string()), nullable=False),
                     pa.field("deny", pa.list_(pa.string()), nullable=False),
+                    pa.field(ACL_KEY, pa.string()),
                 ]
             ),
         )
@@ -523,18 +560,19 @@ class LanceDBStore:
         return []  # LanceDB writes a batch whole or raises
 
     def optimize(self) -> None:
-        """Create missing indexes (ACL label lists, BM25 on ``text``; the ANN index once the
-        table has ``ann_min_rows`` rows), then let LanceDB fold new rows into existing indexes
-        (incrementally: the keyword index is not rebuilt)."""
+        """Create missing indexes (ACL label lists, the ACL key, BM25 on ``text``; the ANN
+        index once the table has ``ann_min_rows`` rows), then let LanceDB fold new rows into
+        existing indexes (incrementally: the keyword index is not rebuilt)."""
         table = self._require_table()
         rows = table.count_rows()
         if rows == 0:
             return
         indexed = {column for index in table.list_indices() for column in index.columns}
         try:
-            for column in ("allow", "deny", "document_id"):
-                if column not in indexed:
-                    kind = "BTREE" if column == "document_id" else "LABEL_LIST"
+            kinds = {"allow": "LABEL_LIST", "deny": "LABEL_LIST", "document_id": "BTREE"}
+            kinds[ACL_KEY] = _ACL_KEY_INDEX
+            for column, kind in kinds.items():
+                if column not in indexed and column in table.schema.names:
                     table.create_scalar_index(column, index_type=kind, replace=True)
             if "text" not in indexed:
                 self._ensure_text_index()
@@ -560,11 +598,14 @@ class LanceDBStore:
         fresh = None if acl_fresh_after is None else epoch_ms(acl_fresh_after)
         marks = self.acl_watermarks()
         sources = [s for s, at in marks.items() if fresh is not None and epoch_ms(at) >= fresh]
-        where = compile_acl_filter(principals, fresh, sources)
+        table = self._open_for_read()
+        if self._acls.state.wanted(principals) and self._acls.keyed(table, self._table_names):
+            where = compile_key_filter(self._acls.readable(principals), fresh, sources)
+        else:
+            where = compile_acl_filter(principals, fresh, sources)
         if filter is not None:
             where = f"({where}) AND {compile_filter(filter)}"
         k = checked_k(k)
-        table = self._open_for_read()
         columns = list(_RESULT_COLUMNS)
         if self._has_checked is None:  # once per opened table (a writer migrates it)
             self._has_checked = _CHECKED in table.schema.names
@@ -647,7 +688,7 @@ class LanceDBStore:
         filter: Filter | None = None,
     ) -> list[SearchHit]:
         """BM25 over chunk text, ACL-filtered (and ``filter``-ed) before ranking."""
-        checked_principals(principals)
+        require_principals(principals)
         table, where, columns, marks, k = self._prepare(principals, k, acl_fresh_after, filter)
         return self._keyword(table, text, where, columns, marks, k)
 
@@ -694,7 +735,7 @@ class LanceDBStore:
         filter: Filter | None = None,
     ) -> list[SearchHit]:
         """BM25 and vector search, both ACL-filtered, fused by reciprocal rank."""
-        checked_principals(principals)
+        require_principals(principals)
         table, where, columns, marks, k = self._prepare(principals, k, acl_fresh_after, filter)
         depth = max(k, _RRF_DEPTH)
         keyword = self._pool().submit(self._keyword, table, text, where, columns, marks, depth)

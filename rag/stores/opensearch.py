@@ -24,15 +24,25 @@ from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, ConfigurationError, IndexNotFoundError, StoreError
 from rag.filters import Filter, filter_view
 from rag.models import Acl, Chunk, Citation, SearchHit, epoch_ms, from_epoch_ms, stable_hash
+from rag.stores.acl_keys import ACL_KEY, AclKeyOptions, AclKeyState, acl_key, chunk_acls
 from rag.stores.base import (
     DeadLetter,
     IndexInfo,
     check_compatible,
     checked_id,
-    checked_principals,
+    require_principals,
 )
 from rag.stores.fusion import reciprocal_rank_fusion
 from rag.stores.limits import checked_k
+from rag.stores.opensearch_acls import (
+    UNKEYED,
+    OpenSearchAclRegistry,
+    Retry,
+    key_update,
+    read_registry,
+    registry_name,
+    usable,
+)
 from rag.stores.opensearch_dsl import (
     ALLOW,
     CHECKED,
@@ -40,6 +50,7 @@ from rag.stores.opensearch_dsl import (
     FILTER_MAPPING,
     FILTERS_VERSION,
     Fresh,
+    Keys,
     bm25_query,
     filter_fields,
     index_body,
@@ -78,9 +89,14 @@ class OpenSearchStore:
     """A VectorStore on OpenSearch. Construction does no I/O; the client is created lazily."""
 
     def __init__(
-        self, settings: OpenSearchSettings, index: str | None = None, client: Any = None
+        self,
+        settings: OpenSearchSettings,
+        index: str | None = None,
+        client: Any = None,
+        acl_keys: AclKeyOptions | None = None,
     ) -> None:
         self._settings = settings
+        self._acl_keys = AclKeyState(acl_keys or AclKeyOptions())
         self._explicit_index = index
         self._client = client
         self._index: str | None = None
@@ -120,10 +136,17 @@ class OpenSearchStore:
                 "put mapping",
                 self.client.indices.put_mapping,
                 index=target,
-                body={"properties": {CHECKED: {"type": "long"}, **FILTER_MAPPING}},
+                body={
+                    "properties": {
+                        CHECKED: {"type": "long"},
+                        ACL_KEY: {"type": "keyword"},
+                        **FILTER_MAPPING,
+                    }
+                },
             )
             self._index, self._info = target, info
             self._backfill_filter_fields()
+            self._backfill_acl_keys()
         self._index, self._info = target, info
 
     def _backfill_filter_fields(self) -> None:
@@ -152,6 +175,34 @@ class OpenSearchStore:
             self._bulk(ops)
             self.refresh()
         self._filters_ready = True
+
+    def _backfill_acl_keys(self) -> None:
+        """Key the chunks written before ACL keys (their ACLs registered first), each by a
+        scripted update that applies only if the chunk's ACL is still the one read."""
+        from opensearchpy.helpers import scan
+
+        self.refresh()
+        hits = scan(
+            self.client,
+            index=self._target(),
+            query={"query": UNKEYED, "_source": {"includes": ["document_id", ALLOW, DENY]}},
+            size=1000,
+        )
+        acls: dict[str, Acl] = {}
+        ops: list[_Op] = []
+        try:
+            for hit in hits:
+                acl, update = key_update(hit["_source"])
+                acls[acl_key(acl)] = acl
+                ops.append(_Op("update", hit["_id"], hit["_source"].get("document_id", ""), update))
+        except Exception as exc:
+            raise StoreError(f"OpenSearch ACL key backfill failed: {exc}") from exc
+        if ops:
+            log.info("backfilling the ACL keys of %d chunks", len(ops))
+            self._register(acls)
+            self._bulk(ops)
+            self.refresh()
+        self._acl_keys.reset()
 
     def _create(self, index: str, info: IndexInfo) -> None:
         s = self._settings
@@ -240,6 +291,7 @@ class OpenSearchStore:
             return
         if vectors.shape[0] != len(chunks):
             raise StoreError(f"{len(chunks)} chunks but {vectors.shape[0]} vectors")
+        self._register(chunk_acls(chunks))  # before the chunks that reference them
         self._bulk(
             [
                 _Op("index", c.id, c.document_id, _to_source(c, vectors[i]))
@@ -252,11 +304,29 @@ class OpenSearchStore:
         self._bulk([_Op("delete", cid, document_id, None) for cid in stale])
 
     def update_acl(self, document_id: str, acl: Acl) -> int:
-        """Replace the ACL of every chunk of a document, without re-embedding; returns chunks."""
-        doc = {ALLOW: sorted(acl.allow), DENY: sorted(acl.deny)}
+        """Replace the ACL of every chunk of a document, without re-embedding; returns chunks.
+        The ACL key is written in the same partial update (its registry row first)."""
+        key = acl_key(acl)
+        doc = {ALLOW: sorted(acl.allow), DENY: sorted(acl.deny), ACL_KEY: key}
         ids = self._ids_of(document_id)
+        if ids:
+            self._register({key: acl})
         self._bulk([_Op("update", cid, document_id, {"doc": doc}) for cid in ids])
         return len(ids)
+
+    def acl_registry(self) -> OpenSearchAclRegistry:
+        """The distinct ACLs of this index, by key (a side index)."""
+        return OpenSearchAclRegistry(lambda: self.client, self._target, self._settings.replicas)
+
+    def _register(self, acls: dict[str, Acl]) -> None:
+        new = self._acl_keys.unregistered(acls)
+        if new:
+            s = self._settings
+            retry = Retry(
+                s.max_retries, s.backoff_seconds, s.backoff_max_seconds, _RetryUnavailable
+            )
+            self.acl_registry().register(new, retry)
+            self._acl_keys.registered(new)
 
     def confirm_acls(self, source: str, at: datetime) -> None:
         """The source's ACL watermark, kept in the index mapping's ``_meta`` (read, merged and
@@ -414,7 +484,9 @@ class OpenSearchStore:
         k = checked_k(k)
         index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
-        body = knn_query(vector.tolist(), principals, k, self._settings.ef_search, fresh, filter)
+        keys = self._keys(index, principals)
+        ef_search = self._settings.ef_search
+        body = knn_query(vector.tolist(), principals, k, ef_search, fresh, filter, keys)
         response = self._call("search", self.client.search, index=index, body=body)
         return _with_marks(self._hits(response, dense=True), marks)
 
@@ -428,11 +500,11 @@ class OpenSearchStore:
         filter: Filter | None = None,
     ) -> list[SearchHit]:
         """BM25 over chunk text, ACL-filtered (and metadata-filtered) in the query."""
-        checked_principals(principals)
+        require_principals(principals)
         k = checked_k(k)
         index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
-        body = bm25_query(text, principals, k, fresh, filter)
+        body = bm25_query(text, principals, k, fresh, filter, self._keys(index, principals))
         response = self._call("search", self.client.search, index=index, body=body)
         return _with_marks(self._hits(response, dense=False), marks)
 
@@ -447,16 +519,17 @@ class OpenSearchStore:
         filter: Filter | None = None,
     ) -> list[SearchHit]:
         """BM25 and k-NN in one _msearch, both ACL-filtered, fused by reciprocal rank."""
-        checked_principals(principals)
+        require_principals(principals)
         depth = max(checked_k(k), 50)
         index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
+        keys = self._keys(index, principals)
         ef_search = self._settings.ef_search
         bodies: list[dict[str, Any]] = [
             {"index": index},
-            bm25_query(text, principals, depth, fresh, filter),
+            bm25_query(text, principals, depth, fresh, filter, keys),
             {"index": index},
-            knn_query(vector.tolist(), principals, depth, ef_search, fresh, filter),
+            knn_query(vector.tolist(), principals, depth, ef_search, fresh, filter, keys),
         ]
         result = self._call("msearch", self.client.msearch, body=bodies)
         rankings = []
@@ -482,6 +555,29 @@ class OpenSearchStore:
             )
         self._filters_ready = True
         return index
+
+    def _keys(self, index: str, principals: AbstractSet[str]) -> Keys:
+        """The ACL keys ``principals`` may read, when the search should filter by them (enough
+        principals, every chunk keyed: see :class:`AclKeyState`); None: by principals."""
+        state = self._acl_keys
+        if not state.wanted(principals) or not state.ready(lambda: self._keyed(index)):
+            return None
+        registry = registry_name(index)
+
+        def generation() -> int:
+            return int(self._call("count", self.client.count, index=registry)["count"])
+
+        def search(body: dict[str, Any]) -> dict[str, Any]:
+            return dict(self._call("search", self.client.search, index=registry, body=body))
+
+        return usable(state.cache.keys(principals, generation, lambda: read_registry(search)))
+
+    def _keyed(self, index: str) -> bool:
+        """Every chunk has its ACL key and the registry exists."""
+        if not self._call("exists", self.client.indices.exists, index=registry_name(index)):
+            return False
+        body = {"query": UNKEYED}
+        return not self._call("count", self.client.count, index=index, body=body)["count"]
 
     def _freshness(self, after: datetime | None) -> tuple[Fresh | None, dict[str, datetime]]:
         marks = self.acl_watermarks()
@@ -568,9 +664,10 @@ def _to_source(chunk: Chunk, vector: Any) -> dict[str, Any]:
         ALLOW: sorted(chunk.acl.allow),
         DENY: sorted(chunk.acl.deny),
         CHECKED: epoch_ms(chunk.acl_checked_at),
+        ACL_KEY: acl_key(chunk.acl),
         "citation": chunk.citation.model_dump(mode="json"),
         "metadata": chunk.metadata,
-        "vector": [float(x) for x in vector],
+        "vector": vector.tolist(),  # the same floats as float(x) each, in C
         **filter_fields(filter_view(chunk)),
     }
 

@@ -23,13 +23,16 @@ from rag.config import OpenSearchSettings
 from rag.embeddings.base import Vectors
 from rag.errors import AccessDeniedError, ConfigurationError, IndexNotFoundError, StoreError
 from rag.models import Chunk, SearchHit, epoch_ms, from_epoch_ms
-from rag.stores.base import IndexInfo, checked_id, checked_principals
+from rag.stores.acl_keys import AclKeyOptions, AclKeyState, RegistryRow
+from rag.stores.base import IndexInfo, checked_id, require_principals
 from rag.stores.fusion import reciprocal_rank_fusion
 from rag.stores.limits import MAX_K, checked_k
 from rag.stores.opensearch import _UNFILTERED, _from_source, _with_marks
+from rag.stores.opensearch_acls import UNKEYED, page_body, page_rows, registry_name, usable
 from rag.stores.opensearch_dsl import (
     SOURCE_EXCLUDES,
     Fresh,
+    Keys,
     bm25_query,
     compile_acl_filter,
     knn_query,
@@ -42,7 +45,7 @@ _WATERMARKS = "acls_confirmed_at"  # the index mapping's _meta key OpenSearchSto
 
 
 def fetch_query(
-    ids: Sequence[str], principals: AbstractSet[str], fresh: Fresh | None = None
+    ids: Sequence[str], principals: AbstractSet[str], fresh: Fresh | None = None, keys: Keys = None
 ) -> dict[str, Any]:
     """Chunks by id, ACL-filtered in the same bool query (context expansion: a chunk the
     principals may not read is not returned, whoever asked for its id)."""
@@ -51,7 +54,12 @@ def fetch_query(
         "size": len(values),
         "_source": {"excludes": SOURCE_EXCLUDES},
         "query": {
-            "bool": {"filter": [{"ids": {"values": values}}, compile_acl_filter(principals, fresh)]}
+            "bool": {
+                "filter": [
+                    {"ids": {"values": values}},
+                    compile_acl_filter(principals, fresh, keys),
+                ]
+            }
         },
     }
 
@@ -84,8 +92,10 @@ class AsyncOpenSearchStore:
         settings: OpenSearchSettings,
         index: str | None = None,
         client_factory: Callable[[], Any] | None = None,
+        acl_keys: AclKeyOptions | None = None,
     ) -> None:
         self._settings = settings
+        self._acl_keys = AclKeyState(acl_keys or AclKeyOptions())
         self._explicit_index = index
         self._factory = client_factory or (lambda: make_async_client(settings))
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
@@ -193,6 +203,37 @@ class AsyncOpenSearchStore:
         self._filters_ready = True
         return index
 
+    async def _keys(self, index: str, principals: AbstractSet[str]) -> Keys:
+        """The ACL keys ``principals`` may read when the search should filter by them (as
+        :meth:`OpenSearchStore._keys`); None: filter by principals."""
+        state = self._acl_keys
+        if not state.wanted(principals) or not await state.aready(lambda: self._keyed(index)):
+            return None
+        registry = registry_name(index)
+
+        async def generation() -> int:
+            return int((await self._call("count", self.client.count, index=registry))["count"])
+
+        async def rows() -> list[RegistryRow]:
+            found: list[RegistryRow] = []
+            after: str | None = None
+            while True:
+                body = page_body(after)
+                page = await self._call("search", self.client.search, index=registry, body=body)
+                rows, after = page_rows(page)
+                found.extend(rows)
+                if after is None:
+                    return found
+
+        return usable(await state.cache.akeys(principals, generation, rows))
+
+    async def _keyed(self, index: str) -> bool:
+        """Every chunk has its ACL key and the registry exists."""
+        if not await self._exists(registry_name(index)):
+            return False
+        body = {"query": UNKEYED}
+        return not (await self._call("count", self.client.count, index=index, body=body))["count"]
+
     async def _freshness(self, after: datetime | None) -> tuple[Fresh | None, dict[str, datetime]]:
         marks = await self.acl_watermarks()
         if after is None:
@@ -216,7 +257,9 @@ class AsyncOpenSearchStore:
         k = checked_k(k)
         index = await self._filterable(filter)
         fresh, marks = await self._freshness(acl_fresh_after)
-        body = knn_query(vector.tolist(), principals, k, self._settings.ef_search, fresh, filter)
+        keys = await self._keys(index, principals)
+        ef_search = self._settings.ef_search
+        body = knn_query(vector.tolist(), principals, k, ef_search, fresh, filter, keys)
         response = await self._call("search", self.client.search, index=index, body=body)
         return _with_marks(hits_of(response, dense=True), marks)
 
@@ -230,11 +273,12 @@ class AsyncOpenSearchStore:
         acl_fresh_after: datetime | None = None,
     ) -> list[SearchHit]:
         """BM25 over chunk text, ACL-filtered in the query."""
-        checked_principals(principals)
+        require_principals(principals)
         k = checked_k(k)
         index = await self._filterable(filter)
         fresh, marks = await self._freshness(acl_fresh_after)
-        body = bm25_query(text, principals, k, fresh, filter)
+        keys = await self._keys(index, principals)
+        body = bm25_query(text, principals, k, fresh, filter, keys)
         response = await self._call("search", self.client.search, index=index, body=body)
         return _with_marks(hits_of(response, dense=False), marks)
 
@@ -249,16 +293,17 @@ class AsyncOpenSearchStore:
         acl_fresh_after: datetime | None = None,
     ) -> list[SearchHit]:
         """BM25 and k-NN in one _msearch, both ACL-filtered, fused by reciprocal rank."""
-        checked_principals(principals)
+        require_principals(principals)
         depth = max(checked_k(k), 50)
         index = await self._filterable(filter)
         fresh, marks = await self._freshness(acl_fresh_after)
+        keys = await self._keys(index, principals)
         ef_search = self._settings.ef_search
         bodies: list[dict[str, Any]] = [
             {"index": index},
-            bm25_query(text, principals, depth, fresh, filter),
+            bm25_query(text, principals, depth, fresh, filter, keys),
             {"index": index},
-            knn_query(vector.tolist(), principals, depth, ef_search, fresh, filter),
+            knn_query(vector.tolist(), principals, depth, ef_search, fresh, filter, keys),
         ]
         result = await self._call("msearch", self.client.msearch, body=bodies)
         rankings = []
@@ -276,14 +321,14 @@ class AsyncOpenSearchStore:
         acl_fresh_after: datetime | None = None,
     ) -> list[Chunk]:
         """The chunks of ``ids`` that ``principals`` may read (ACL filter in the query)."""
-        checked_principals(principals)
+        require_principals(principals)
         if not ids:
             return []
         if len(ids) > MAX_K:
             raise StoreError(f"at most {MAX_K} chunks per fetch, got {len(ids)}")
         index = await self._read_target()
         fresh, marks = await self._freshness(acl_fresh_after)
-        body = fetch_query(ids, principals, fresh)
+        body = fetch_query(ids, principals, fresh, await self._keys(index, principals))
         response = await self._call("search", self.client.search, index=index, body=body)
         return chunks_of(response, marks)
 

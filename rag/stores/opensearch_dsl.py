@@ -5,7 +5,9 @@ filtering, so restrictive ACLs still get k results) and into the BM25 query's ``
 caller's metadata filter is compiled on its own (:func:`compile_filter`, from the typed
 :mod:`rag.filters` model only: no raw DSL is ever accepted) and sits *beside* the ACL clause in
 the ``filter`` of an outer bool, so it can narrow the results but never replace or weaken the
-ACL; ACL and internal fields cannot be named by a filter at all.
+ACL; ACL and internal fields cannot be named by a filter at all. A caller with many principals
+may be filtered by ``terms`` on ``acl_key`` (the keys of the ACLs they may read, see
+:mod:`rag.stores.acl_keys`) instead of by their principals; the rest of the filter is the same.
 
 Filterable fields: the keywords ``source``, ``document_id``, ``uri``, ``title``, ``mime_type``,
 the long ``modified_ms``, and the metadata as keyword tokens: the key, U+001F, the value.
@@ -35,6 +37,7 @@ from rag.filters import (
     resolve_field,
     time_ms,
 )
+from rag.stores.acl_keys import ACL_KEY
 from rag.stores.base import checked_principals
 
 ALLOW = "acl_allow"
@@ -60,18 +63,34 @@ Fresh = tuple[int, Sequence[str]]
 """A freshness bound: epoch ms, and the sources a complete listing confirmed whole since."""
 
 
-def compile_acl_filter(principals: AbstractSet[str], fresh: Fresh | None = None) -> dict[str, Any]:
+Keys = Sequence[str] | None
+"""The caller's readable ACL keys (:mod:`rag.stores.acl_keys`); None: filter by principals."""
+
+
+def compile_acl_filter(
+    principals: AbstractSet[str], fresh: Fresh | None = None, keys: Keys = None
+) -> dict[str, Any]:
     """The bool filter admitting documents ``principals`` may read (deny wins); with ``fresh``,
-    only chunks whose ACL was confirmed since: written since, or in a source confirmed since."""
-    values = checked_principals(principals)
-    allowed: list[dict[str, Any]] = [{"terms": {ALLOW: values}}]
+    only chunks whose ACL was confirmed since: written since, or in a source confirmed since.
+    With ``keys``, the ACL part is ``terms`` on ``acl_key`` instead (no keys: ``match_none``,
+    never no filter); the freshness part is the same."""
+    must_not: list[dict[str, Any]] = []
+    allowed: list[dict[str, Any]]
+    if keys is not None:
+        allowed = [{"terms": {ACL_KEY: list(keys)}} if keys else {"match_none": {}}]
+    else:
+        values = checked_principals(principals)
+        allowed = [{"terms": {ALLOW: values}}]
+        must_not = [{"terms": {DENY: values}}]
     if fresh is not None:
         since, sources = fresh
         either: list[dict[str, Any]] = [{"range": {CHECKED: {"gte": int(since)}}}]
         if sources:
             either.append({"terms": {"source": sorted(sources)}})
         allowed.append({"bool": {"should": either, "minimum_should_match": 1}})
-    return {"bool": {"filter": allowed, "must_not": [{"terms": {DENY: values}}]}}
+    if not must_not:
+        return {"bool": {"filter": allowed}}
+    return {"bool": {"filter": allowed, "must_not": must_not}}
 
 
 def num_token(key: str, value: float) -> str:
@@ -157,10 +176,13 @@ def _operand(field: str, value: Value) -> tuple[str, Any]:
 
 
 def search_filter(
-    principals: AbstractSet[str], fresh: Fresh | None = None, filter: Filter | None = None
+    principals: AbstractSet[str],
+    fresh: Fresh | None = None,
+    filter: Filter | None = None,
+    keys: Keys = None,
 ) -> dict[str, Any]:
     """The ACL clause, and a metadata filter beside it in the ``filter`` of an outer bool."""
-    acl = compile_acl_filter(principals, fresh)
+    acl = compile_acl_filter(principals, fresh, keys)
     if filter is None:
         return acl
     return {"bool": {"filter": [acl, compile_filter(filter)]}}
@@ -173,6 +195,7 @@ def knn_query(
     ef_search: int,
     fresh: Fresh | None = None,
     filter: Filter | None = None,
+    keys: Keys = None,
 ) -> dict[str, Any]:
     """A k-NN search with the ACL filter (and a metadata filter) inside the k-NN clause."""
     return {
@@ -183,7 +206,7 @@ def knn_query(
                 "vector": {
                     "vector": [float(x) for x in vector],
                     "k": max(k, ef_search),
-                    "filter": search_filter(principals, fresh, filter),
+                    "filter": search_filter(principals, fresh, filter, keys),
                 }
             }
         },
@@ -196,10 +219,11 @@ def bm25_query(
     k: int,
     fresh: Fresh | None = None,
     filter: Filter | None = None,
+    keys: Keys = None,
 ) -> dict[str, Any]:
     """A BM25 search on the chunk text, ACL-filtered (and metadata-filtered) in the same bool
     query: the ACL clause and the filter are separate entries of its ``filter``."""
-    clauses = [compile_acl_filter(principals, fresh)]
+    clauses = [compile_acl_filter(principals, fresh, keys)]
     if filter is not None:
         clauses.append(compile_filter(filter))
     return {
@@ -252,6 +276,7 @@ def index_body(
                 ALLOW: keyword,
                 DENY: keyword,
                 CHECKED: {"type": "long"},
+                ACL_KEY: keyword,
                 **FILTER_MAPPING,
                 "citation": {"type": "object", "enabled": False},
                 "metadata": {"type": "object", "enabled": False},

@@ -35,7 +35,8 @@ class OpenSearchRunLog(SideIndex):
         for key, doc in docs:
             body += [{"index": {"_index": self._name(), "_id": key}}, doc]
         try:
-            response = self._client().bulk(body=body, refresh="wait_for")
+            # no refresh: reads by id are real-time, and a search refreshes first (_search)
+            response = self._client().bulk(body=body)
         except OpenSearchException as exc:
             raise StoreError(f"sync run record write failed: {exc}") from exc
         if response.get("errors"):
@@ -52,6 +53,7 @@ class OpenSearchRunLog(SideIndex):
 
     def _search(self, filters: list[dict[str, Any]], sort: str, size: int) -> list[str]:
         body = {"size": size, "query": {"bool": {"filter": filters}}, "sort": [{"at": sort}]}
+        self._client().indices.refresh(index=self._name())  # see every record written so far
         response = self._client().search(index=self._name(), body=body)
         return [h["_source"]["value"] for h in response["hits"]["hits"]]
 

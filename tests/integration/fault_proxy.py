@@ -30,7 +30,9 @@ class Faults:
     failed_share: float = 0.0  # share of bulk requests answered `failed_status`, not forwarded
     failed_status: int = 502
     lost_share: float = 0.0  # share of bulk requests forwarded, then answered 504
+    registry: bool = False  # also break the ACL registry's writes (else: passed through)
     seed: int = 0
+    registry_requests: int = 0  # registry bulk requests seen
     rejected: int = 0  # items answered 429 or 503
     forwarded: int = 0
     failed_requests: int = 0
@@ -70,6 +72,11 @@ class FaultProxy(LoopbackServer):
             source = lines[i + 1] if kind != "delete" else None
             ops.append((action, source))
             i += 1 if source is None else 2
+        if all(next(iter(a.values()))["_index"].endswith("-acls") for a, _ in ops):
+            with self.faults.lock:
+                self.faults.registry_requests += 1
+            if not self.faults.registry:
+                return self.forward("POST", path, body, headers)
         keep, verdicts = [], []
         with self.faults.lock:
             self.faults.sent.update(next(iter(a.values()))["_id"] for a, _ in ops)

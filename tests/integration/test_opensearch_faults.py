@@ -6,6 +6,7 @@ import pytest
 from rag.errors import StoreError
 from rag.models import Acl
 from rag.stores.opensearch import OpenSearchStore
+from rag.stores.opensearch_acls import read_registry, registry_name
 from tests.contract import EMBEDDER, INFO, make_chunk
 from tests.integration.fault_proxy import FaultProxy, Faults
 from tests.opensearch_node import drop, os_settings
@@ -119,4 +120,25 @@ def test_non_retryable_items_go_to_dead_letters(opensearch_url: str) -> None:
         assert {d.chunk_id for d in store.dead_letters} == fatal
         assert all(d.status == 400 for d in store.dead_letters)
         assert store.chunk_ids() == {c.id for c in CHUNKS[:40]} - fatal
+        drop(store, settings.alias)
+
+
+def test_acl_registry_writes_are_retried_like_chunk_writes(opensearch_url: str) -> None:
+    """Rejected, unavailable and failed registry writes are resent with the chunks' budget:
+    every chunk ends up keyed and readable through its key (not hidden by a lost registry
+    row)."""
+    chunks = [make_chunk(f"doc{i}", 0, f"chunk {i} text", {f"group:g{i % 7}"}) for i in range(70)]
+    faults = Faults(
+        reject_share=0.3, unavailable_share=0.1, failed_share=0.2, registry=True, seed=5
+    )
+    with FaultProxy(opensearch_url, faults) as proxy:
+        settings = os_settings(proxy.url, refresh="true")
+        store = OpenSearchStore(settings)
+        store.ensure_index(INFO)
+        store.upsert(chunks, _vectors(len(chunks)))
+        assert faults.registry_requests > 1 and faults.rejected > 0
+        registry = registry_name(store.client.indices.get_alias(name=settings.alias).popitem()[0])
+        rows = read_registry(lambda body: store.client.search(index=registry, body=body))
+        assert {key for key, _, _ in rows} == {c.acl_version for c in chunks}
+        assert store.count() == len(chunks)
         drop(store, settings.alias)

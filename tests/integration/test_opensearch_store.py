@@ -12,6 +12,7 @@ from rag.errors import EmbeddingMismatchError, IndexNotFoundError, InvalidReques
 from rag.identity import UserContext
 from rag.models import Acl
 from rag.retrieval.core import Retriever
+from rag.stores.acl_keys import AclKeyOptions
 from rag.stores.base import IndexInfo
 from rag.stores.limits import MAX_K
 from rag.stores.opensearch import OpenSearchStore, index_name
@@ -43,11 +44,14 @@ def test_no_filter_reaches_past_the_acl_on_a_real_node(store: OpenSearchStore) -
     assert run_filter_property(store, chunks, examples=25) == 75
 
 
-def test_acl_property_on_real_node(opensearch_url: str) -> None:
+@pytest.mark.parametrize(
+    "min_principals", [10**9, 0], ids=["principals", "acl-keys"]
+)  # the ACL-key path forced on every search, or never used
+def test_acl_property_on_real_node(opensearch_url: str, min_principals: int) -> None:
     @contextmanager
     def make(dim: int) -> Iterator[OpenSearchStore]:
         settings = os_settings(opensearch_url, alias=f"prop-{uuid.uuid4().hex[:8]}")
-        store = OpenSearchStore(settings)
+        store = OpenSearchStore(settings, acl_keys=AclKeyOptions(min_principals=min_principals))
         store.ensure_index(IndexInfo("prop", dim))
         try:
             yield store

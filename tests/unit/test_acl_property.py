@@ -1,10 +1,11 @@
-"""10,000 (user, query) trials of the ACL property on the embedded store (exact search)."""
+"""10,000 (user, query) trials of the ACL property on the embedded store (exact search), on the
+principal path and on the ACL-key path (forced with ``acl_ids_min_principals=0``)."""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,16 +16,24 @@ from rag.stores.lancedb import LanceDBStore
 from tests.acl_property import run_acl_property
 
 
-@contextmanager
-def _lancedb(dim: int) -> Iterator[LanceDBStore]:
-    with tempfile.TemporaryDirectory() as tmp:
-        store = LanceDBStore(Path(tmp), StoreSettings())
-        store.ensure_index(IndexInfo("prop", dim))
-        yield store
+def _lancedb(settings: StoreSettings) -> Callable[[int], AbstractContextManager[LanceDBStore]]:
+    @contextmanager
+    def make(dim: int) -> Iterator[LanceDBStore]:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = LanceDBStore(Path(tmp), settings)
+            store.ensure_index(IndexInfo("prop", dim))
+            yield store
+
+    return make
 
 
 @pytest.mark.slow
-def test_acl_property_10k_trials() -> None:
-    tally = run_acl_property(_lancedb, corpora=50, trials_per_corpus=200)
+@pytest.mark.parametrize(
+    "settings",
+    [StoreSettings(), StoreSettings(acl_ids_min_principals=0)],
+    ids=["principals", "acl-keys"],
+)
+def test_acl_property_10k_trials(settings: StoreSettings) -> None:
+    tally = run_acl_property(_lancedb(settings), corpora=50, trials_per_corpus=200)
     assert tally.trials >= 10_000
     assert tally.exact_matches == tally.trials  # exact search equals the exact top-k
