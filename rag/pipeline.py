@@ -26,7 +26,7 @@ from rag.chunking import Chunker
 from rag.classification import check_allowed
 from rag.config import Settings
 from rag.embeddings import Embedder, build_embedder, embed_in_batches
-from rag.embeddings.cache import CachedEmbedder
+from rag.embeddings.cache import CachedEmbedder, batched_writes
 from rag.errors import (
     ConnectorError,
     DocumentError,
@@ -427,8 +427,7 @@ class Ingestor:
             with self._stage(summary, "chunk", document_id=document.id) as span:
                 chunks = self._chunker.chunk(document, parsed.elements)
                 span.set(chunks=len(chunks), tokens=sum(c.token_count for c in chunks))
-            checked = {"acl_checked_at": document.acl_checked_at}
-            return [c.model_copy(update=checked) for c in chunks]
+            return chunks  # each carries the document's ACL and when the listing confirmed it
         except (DocumentError, ConnectorError, MissingAclError) as exc:
             reason = getattr(exc, "reason_code", type(exc).__name__)
             old = self._sync.get(document.source, [document.id]).get(document.id)
@@ -459,7 +458,10 @@ class Ingestor:
         with self._stage(summary, "embed", texts=len(chunks), tokens=tokens) as span:
             before = self._usage()
             texts = [c.text for c in chunks]
-            vectors = embed_in_batches(self._embedder, texts, self._settings.embedding.batch_size)
+            with batched_writes(self._embedder):  # one cache transaction for the flush
+                vectors = embed_in_batches(
+                    self._embedder, texts, self._settings.embedding.batch_size
+                )
             after = self._usage()  # what reached the provider (cache hits do not)
             span.set(
                 calls=after[0] - before[0],
@@ -471,6 +473,8 @@ class Ingestor:
         with self._stage(summary, "load", **loaded) as span:
             self._store.upsert(chunks, vectors)
             for document, doc_chunks in pending.documents:
+                # an earlier version's extra chunks, asked of the index itself: a lost or
+                # wiped sync state must not leave them visible under their old ACL
                 self._store.delete_document(document.id, keep={c.id for c in doc_chunks})
                 self._quarantine.clear(document)
             self._sync.put(

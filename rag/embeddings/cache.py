@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,7 @@ class CachedEmbedder:
         self._inner = inner
         self._path = path
         self._db: sqlite3.Connection | None = None
+        self._deferred: dict[tuple[str, str], Vectors] | None = None  # see batched_writes
         self.hits = 0
         self.misses = 0
 
@@ -67,10 +70,35 @@ class CachedEmbedder:
         found = self._lookup(keys, kind)
         return [i for i, key in enumerate(keys) if key not in found]
 
+    @contextmanager
+    def batched_writes(self) -> Iterator[None]:
+        """Within the block, new vectors are kept in memory (and found by later lookups) and
+        written in one transaction at its end, not one per ``embed_batch``: each commit is a
+        synced write. The provider sees the same calls; a failure inside the block still
+        writes what was embedded before it; a crash loses only cache entries (re-embedded)."""
+        if self._deferred is not None:  # nested: the outer block writes
+            yield
+            return
+        self._deferred = {}
+        try:
+            yield
+        finally:
+            rows, self._deferred = self._deferred, None
+            by_kind: dict[str, list[tuple[str, Vectors]]] = {}
+            for (kind, key), vector in rows.items():
+                by_kind.setdefault(kind, []).append((key, vector))
+            for kind, part in by_kind.items():
+                self._store(part, kind)
+
     def _lookup(self, keys: list[str], kind: str) -> dict[str, Vectors]:
         found: dict[str, Vectors] = {}
+        if self._deferred:
+            for key in keys:
+                vector = self._deferred.get((kind, key))
+                if vector is not None:
+                    found[key] = vector
         db = self._conn()
-        unique = sorted(set(keys))
+        unique = sorted(set(keys) - set(found))
         for start in range(0, len(unique), 500):
             part = unique[start : start + 500]
             marks = ",".join("?" * len(part))
@@ -84,6 +112,10 @@ class CachedEmbedder:
         return found
 
     def _store(self, rows: list[tuple[str, Vectors]], kind: str) -> None:
+        if self._deferred is not None:
+            for key, vector in rows:
+                self._deferred[(kind, key)] = np.array(vector, dtype=np.float32)
+            return
         db = self._conn()
         with db:
             db.executemany(
@@ -98,3 +130,13 @@ class CachedEmbedder:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+@contextmanager
+def batched_writes(embedder: Any) -> Iterator[None]:
+    """``CachedEmbedder.batched_writes`` where ``embedder`` is one; otherwise nothing."""
+    if isinstance(embedder, CachedEmbedder):
+        with embedder.batched_writes():
+            yield
+    else:
+        yield

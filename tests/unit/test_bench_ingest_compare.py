@@ -108,3 +108,21 @@ def test_median_run_keeps_the_middle_wall_time() -> None:
     runs = [Result("r", 1, 1, s, {}) for s in (3.0, 1.0, 2.0, 9.0)]
     assert median_run(runs).seconds == 2.0
     assert median_run(runs[:3]).seconds == 2.0
+
+
+def test_report_gives_ours_against_every_other_run() -> None:
+    from bench.ingest_compare import report
+
+    base = Result("langchain", 10, 20, 10.0, {"load": 10.0})
+    before = Result("ours at old", 10, 25, 5.0, {"parse": 5.0})
+    ours = Result("ours", 10, 25, 2.0, {"parse": 2.0})
+
+    class _Corpus:
+        documents = 10
+
+        def describe(self) -> str:
+            return "10 documents"
+
+    text = report("hash", _Corpus(), [base, before, ours])  # type: ignore[arg-type]
+    assert "ours / langchain: 5.00x docs/s" in text
+    assert "ours / ours at old: 2.50x docs/s, 2.50x chunks/s" in text

@@ -107,3 +107,23 @@ def test_chunks_respect_size_and_cover_text(
     source = Counter(ch for e in elements for ch in e.text if not ch.isspace())
     produced = Counter(ch for c in chunks for ch in c.text if not ch.isspace())
     assert not source - produced, source - produced
+
+
+def test_token_counts_are_those_of_the_chunk_texts() -> None:
+    """Chunks of one unit reuse its count; every count is still the text's own."""
+    chunker = Chunker(ChunkingSettings(max_tokens=40, overlap_tokens=8))
+    elements = [
+        Element("Title", "Leave policy"),
+        Element("NarrativeText", "Employees get 27 days of leave. " * 12),  # split in windows
+        Element("NarrativeText", "Short one."),
+        Element("ListItem", "Work from home twice a week."),
+        Element("Title", "Travel"),
+        Element("NarrativeText", "Book through the portal <|endoftext|> as usual."),
+    ]
+    checked = datetime(2026, 1, 2, tzinfo=UTC)
+    chunks = chunker.chunk(doc().model_copy(update={"acl_checked_at": checked}), elements)
+    assert len(chunks) > 3
+    assert [c.token_count for c in chunks] == [chunker.count_tokens(c.text) for c in chunks]
+    encoding = chunker.encoding
+    assert all(c.token_count == len(encoding.encode(c.text, disallowed_special=())) for c in chunks)
+    assert {c.acl_checked_at for c in chunks} == {checked}

@@ -47,3 +47,45 @@ def test_queries_and_documents_are_cached_apart(tmp_path: Path) -> None:
     cached.embed_batch(["x"], kind="document")
     cached.embed_batch(["x"], kind="query")
     assert len(inner.batches) == 2
+
+
+def test_batched_writes_make_the_same_calls_and_commit_once(tmp_path: Path) -> None:
+    from rag.embeddings.cache import batched_writes
+
+    path = tmp_path / "c.sqlite"
+    plain_inner, batched_inner = Counting(), Counting()
+    plain = CachedEmbedder(plain_inner, tmp_path / "plain.sqlite")
+    batched = CachedEmbedder(batched_inner, path)
+    windows = [["a", "b"], ["b", "c"], ["a", "d"]]
+    expected = [plain.embed_batch(w) for w in windows]
+    with batched_writes(batched):
+        got = [batched.embed_batch(w) for w in windows]
+        assert CachedEmbedder(Counting(), path).missing(["a"]) == [0]  # not written yet
+    assert batched_inner.batches == plain_inner.batches == [["a", "b"], ["c"], ["d"]]
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+    assert (batched.hits, batched.misses) == (plain.hits, plain.misses) == (2, 4)
+    later = Counting()
+    again = CachedEmbedder(later, path).embed_batch(["a", "b", "c", "d"])
+    assert later.batches == []  # all four written at the end of the block
+    assert np.array_equal(again[3], expected[2][1])
+
+
+def test_batched_writes_keep_what_was_embedded_before_a_failure(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    cached = CachedEmbedder(Counting(), path)
+    try:
+        with cached.batched_writes():
+            cached.embed_batch(["a"])
+            raise RuntimeError("the provider failed")
+    except RuntimeError:
+        pass
+    assert CachedEmbedder(Counting(), path).missing(["a", "b"]) == [1]
+
+
+def test_batched_writes_of_an_uncached_embedder_do_nothing() -> None:
+    from rag.embeddings.cache import batched_writes
+
+    inner = Counting()
+    with batched_writes(inner):
+        inner.embed_batch(["a"])
+    assert inner.batches == [["a"]]

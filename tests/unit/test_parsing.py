@@ -149,3 +149,61 @@ def test_structure_markdown_docx_pptx_email() -> None:
         b"Content-Type: text/plain\n\nThe budget for Q3 is approved.\n"
     )
     assert "approved" in parse(mail, "m.eml", SETTINGS)[0].text
+
+
+_PDF_TEXTS = (
+    "Quarterly report",
+    "QUARTERLY REPORT.",
+    "1. Scope of the audit",
+    "• Renew the vendor contract",
+    "- Renew the vendor contract",
+    "ops@example.com",
+    "Doylestown, PA 18901",
+    "Revenue grew by ten percent this year.",
+    "Revenue grew. Costs fell. Margins rose. Hiring stopped.",
+    "Dear Friends,",
+    "2026",
+    "The budget review for the third quarter shows that revenue grew faster than the forecast "
+    "and that every region met its target, so the plan stays as it is.",
+    "Budget Review Quarterly Forecast Revenue Pipeline Customer Contract Renewal Incident",
+    "----- BREAK -----",
+)
+
+
+@pytest.mark.parametrize("text", _PDF_TEXTS)
+def test_pdf_text_boxes_keep_unstructureds_titles_and_texts(text: str) -> None:
+    """The PDF text layer skips spaCy where it cannot make a title, and changes nothing else."""
+    from unstructured.partition.text import element_from_text
+
+    from rag.parsing import _classify_pdf_text, _unstructured
+
+    _unstructured()
+    ours, theirs = _classify_pdf_text(text), element_from_text(text)
+    assert ours.text == theirs.text
+    assert (ours.category == "Title") == (theirs.category == "Title")
+    if theirs.category not in ("NarrativeText", "Text"):
+        assert ours.category == theirs.category
+
+
+def test_docx_body_paragraphs_skip_only_the_narrative_check() -> None:
+    """Our .docx elements are unstructured's, but for NarrativeText/Text (spaCy, unused); other
+    callers of unstructured in the process keep its full classification."""
+    import docx
+    from unstructured.partition.docx import partition_docx
+
+    d = docx.Document()
+    d.add_heading("Handbook", 1)
+    d.add_paragraph("Employees get 25 days of paid leave per year.")
+    d.add_paragraph("Short Line Here")
+    d.add_paragraph("Renew the contract", style="List Bullet")
+    d.add_heading("Travel", 2)
+    d.add_paragraph("Book trains through the portal. Flights need approval.")
+    buf = io.BytesIO()
+    d.save(buf)
+    ours = parse(buf.getvalue(), "h.docx", SETTINGS)
+    theirs = [e for e in partition_docx(file=io.BytesIO(buf.getvalue())) if e.text.strip()]
+    assert [(e.text, e.is_title) for e in ours] == [
+        (e.text.strip(), e.category == "Title") for e in theirs
+    ]
+    assert "NarrativeText" in {e.category for e in theirs}  # the full check outside our parse
+    assert "NarrativeText" not in {e.category for e in ours}

@@ -13,6 +13,7 @@ from rag.identity import UserContext
 from rag.pipeline import ingest
 from rag.quarantine import Quarantine
 from rag.retrieval.core import Retriever
+from rag.stores import build_store
 from rag.stores.lancedb import LanceDBStore
 
 
@@ -134,3 +135,23 @@ def test_bad_inputs_are_quarantined_and_good_files_ingested(
     texts = {h.chunk.citation.uri: h.chunk.text for h in hits}
     assert set(texts) == {"cp1252.txt", "latin1.txt", "utf16.txt", "utf8.md"}
     assert all("crème brûlée" in t for t in texts.values())
+
+
+def test_a_lost_sync_state_leaves_no_stale_chunk_visible(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The index, not the sync state, says which chunks of an earlier version remain: with the
+    state wiped, a shorter new version still removes the old version's extra chunks."""
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / ".rag-acl.toml").write_text("public = true\n")
+    (root / "d.md").write_text("\n\n".join(f"# Part {i}\n\n" + "word " * 300 for i in range(6)))
+    ingest(FilesystemConnector(root, "s"), settings)
+    store = build_store(settings)
+    before = store.chunk_ids()
+    assert len(before) > 2
+    states = store.sync_state().load("s")
+    store.sync_state().delete("s", list(states))
+    (root / "d.md").write_text("# Short\n\nOnly this now.")
+    ingest(FilesystemConnector(root, "s"), settings)
+    assert len(build_store(settings).chunk_ids()) == 1
