@@ -30,10 +30,9 @@ and each one's median run is kept. ``--reference TREE`` also runs ``rag.pipeline
 another source tree (a checkout of an earlier commit) in a subprocess of its own, warmed up the
 same way, in the same turns: before and after a change, in one run, on one node.
 
-The tutorial Word loader needs ``docx2txt``, which this project does not depend on: without it
-the baseline parses .docx with unstructured (spaCy heuristics, ~0.3 s a file), which flatters
-ours; install it (``pip install docx2txt``, or put it on ``PYTHONPATH``) for the fair
-comparison. The loader used is printed. Each embedder named by
+The tutorial Word loader needs ``docx2txt`` (a dev dependency): without it the baseline parses
+.docx with unstructured (spaCy heuristics, ~0.3 s a file), which flatters ours. The loader used
+is printed. Each embedder named by
 ``--embedder`` is a full comparison: ``hash`` (cheap, so the other stages show) and ``minilm``
 (the offline model; on a small CPU it bounds both sides, hence ``--minilm-docs``).
 
