@@ -26,10 +26,12 @@ from evaluation.history import append_history, load_history
 from evaluation.metrics import evaluate_run
 from evaluation.personas import Overlay, Persona, make_personas
 from evaluation.ragas_metrics import LLM_SKIP_MESSAGE, id_based_scores, llm_metrics_configured
-from evaluation.suite import Mode, Suite
+from evaluation.suite import Mode, Suite, first_stage, reranked
 from rag.config import Settings
 from rag.embeddings import build_embedder
+from rag.errors import RagError
 from rag.pipeline import Progress, ingest, with_cache
+from rag.rerank import Reranker, build_reranker
 from rag.retrieval.core import Retriever
 from rag.sources import derive_settings
 from rag.stores import build_store
@@ -183,16 +185,29 @@ def run_suite(
     store = build_store(settings)
     embedder = with_cache(build_embedder(settings.embedding), settings)
     modes = []
+    failures: list[str] = []
+    reranker, problem = _suite_reranker(suite, work_dir)
     for mode in suite.modes:
-        retriever = Retriever(store, embedder, suite.k, mode=mode)
-        results = [
-            _evaluate_persona(retriever, persona, overlay, corpus, queries, data, suite, steps)
-            for persona in personas
-        ]
+        if reranked(mode) and reranker is None:
+            failures.append(f"{mode}: {problem}")
+            steps.advance(len(personas) * len(queries) + len(judged))
+            continue
+        retriever = _retriever(suite, store, embedder, mode, suite.k, reranker)
+        try:
+            results = [
+                _evaluate_persona(retriever, persona, overlay, corpus, queries, data, suite, steps)
+                for persona in personas
+            ]
+        except RagError as exc:
+            if not reranked(mode):
+                raise
+            failures.append(f"{mode} failed (the reranker raises, never falls back): {exc}")
+            continue
         modes.append(ModeResult(mode, results))
     result = SuiteResult(suite.name, started_at, 0.0, len(corpus), len(queries), modes)
+    result.failures.extend(failures)
     if llm:
-        _llm_judged(result, store, embedder, corpus, queries, data, suite, judged, steps)
+        _llm_judged(result, store, embedder, corpus, queries, data, suite, judged, steps, reranker)
     else:
         result.notes.append(LLM_SKIP_MESSAGE)
     _verdict(result, suite, load_history(out_dir, suite.name))
@@ -210,6 +225,60 @@ def run_suite(
     return result
 
 
+def _suite_reranker(suite: Suite, work_dir: Path) -> tuple[Reranker | None, str]:
+    """The reranker of the suite's ``+rerank`` modes, loaded (a missing model fails here, not
+    per query), or None and why. A bi-encoder keeps its passage vectors beside the embedding
+    cache (``<work_dir>/rerank-cache.sqlite``) unless the suite names a file."""
+    settings = suite.rerank
+    if settings is None or not any(reranked(m) for m in suite.modes):
+        return None, "no reranker"
+    settings = settings.model_copy(update={"on_error": "raise"})
+    folder = None
+    if settings.provider == "local":
+        folder = settings.local.model_dir
+    elif settings.provider == "bi_encoder":
+        folder = settings.bi_encoder.model_dir
+        if settings.bi_encoder.cache_path is None:
+            cache = work_dir / "rerank-cache.sqlite"
+            bi = settings.bi_encoder.model_copy(update={"cache_path": cache})
+            settings = settings.model_copy(update={"bi_encoder": bi})
+    if settings.provider in ("local", "bi_encoder") and (folder is None or not folder.is_dir()):
+        return None, (
+            f"no reranker model folder {folder} ({settings.provider}): run "
+            "scripts/fetch-rerank-model.sh to fetch it (bge-small-en-v1.5 from Maven Central)"
+        )
+    try:
+        reranker = build_reranker(settings)
+        if reranker is None:
+            return None, "the suite's [rerank] provider is none"
+        reranker.rerank("warm-up", ["warm-up"])  # loads the model: fail once, clearly
+    except RagError as exc:
+        return None, f"the reranker does not load: {exc}"
+    return reranker, ""
+
+
+def _retriever(
+    suite: Suite,
+    store: Any,
+    embedder: Any,
+    mode: Mode,
+    k: int,
+    reranker: Reranker | None,
+) -> Retriever:
+    if not reranked(mode):
+        return Retriever(store, embedder, k, mode=first_stage(mode))
+    assert reranker is not None and suite.rerank is not None
+    return Retriever(
+        store,
+        embedder,
+        k,
+        mode=first_stage(mode),
+        reranker=reranker,
+        rerank_candidates=suite.rerank.candidates,
+        rerank_on_error="raise",
+    )
+
+
 def _judged(queries: dict[str, str], data: BeirDataset) -> list[str]:
     """The judged queries the LLM-judged metrics score: the first ``LLM_SAMPLE``."""
     return [q for q in queries if data.qrels.get(q)][:LLM_SAMPLE]
@@ -225,6 +294,7 @@ def _llm_judged(
     suite: Suite,
     judged: list[str],
     steps: _Steps,
+    reranker: Reranker | None = None,
 ) -> None:
     """ragas' LLM-judged metrics for the persona that may read everything (Bedrock, costs money:
     the ``judged`` sample of queries per mode)."""
@@ -234,7 +304,7 @@ def _llm_judged(
 
     everyone = next(p for p in make_personas(suite.personas.spaces, 0, 0) if p.name == "all")
     for mode in result.modes:
-        retriever = Retriever(store, embedder, 5, mode=mode.mode)
+        retriever = _retriever(suite, store, embedder, mode.mode, 5, reranker)
         samples = []
         for qid in judged:
             hits = retriever.retrieve(queries[qid], everyone.user, 5)

@@ -5,13 +5,27 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rag.errors import ConfigurationError
+from rag.rerank.settings import RerankSettings
 
-Mode = Literal["dense", "bm25", "hybrid"]
+Mode = Literal["dense", "bm25", "hybrid", "dense+rerank", "bm25+rerank", "hybrid+rerank"]
+"""A first-stage mode, or one reranked by the suite's ``[rerank]`` reranker."""
+FirstStage = Literal["dense", "bm25", "hybrid"]
+
+
+def first_stage(mode: Mode) -> FirstStage:
+    """The retrieval mode under a (possibly reranked) suite mode."""
+    if mode in ("dense", "dense+rerank"):
+        return "dense"
+    return "bm25" if mode in ("bm25", "bm25+rerank") else "hybrid"
+
+
+def reranked(mode: Mode) -> bool:
+    return mode.endswith("+rerank")
 
 
 class PersonaSpec(BaseModel):
@@ -44,6 +58,19 @@ class Suite(BaseModel):
         default_factory=dict, description='Allowed drop against the last run, e.g. "nDCG@10".'
     )
     seed: int = 7
+    rerank: RerankSettings | None = Field(
+        None,
+        description="The reranker of the +rerank modes (a [rerank] table: RAG_RERANK__* settings; "
+        "relative model folders resolve against the working directory). Its failures fail the "
+        "run: on_error is always raise.",
+    )
+
+    @model_validator(mode="after")
+    def _reranker_named(self) -> Self:
+        rows = [m for m in self.modes if reranked(m)]
+        if rows and (self.rerank is None or self.rerank.provider == "none"):
+            raise ValueError(f"modes {rows} need a [rerank] table naming a provider")
+        return self
 
 
 def load_suite(name_or_path: str) -> Suite:

@@ -232,7 +232,8 @@ class RetrievalSettings(_Section):
         None,
         description="Drop hits scoring below this, on the mode's scale: cosine similarity "
         "(dense), BM25 (bm25), reciprocal rank fusion (hybrid, at most 0.033), the reranker's "
-        "relevance (reranked); None: keep every hit.",
+        "score (reranked: a cross-encoder 0 to 1, bi_encoder a cosine or a fused rank score); "
+        "None: keep every hit.",
     )
     max_acl_age_seconds: float | None = Field(
         None,

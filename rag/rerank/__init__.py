@@ -1,6 +1,7 @@
 """Reranking: a second stage that reorders the first stage's top candidates by a model's relevance
 score for (query, text) pairs. Backends, one per module, behind the :class:`Reranker` protocol:
-``local`` (an ONNX cross-encoder, in process), ``tei`` (a ``/rerank`` server) and ``bedrock``
+``local`` (an ONNX cross-encoder, in process), ``bi_encoder`` (an ONNX sentence-embedding model
+re-scoring by cosine, in process), ``tei`` (a ``/rerank`` server) and ``bedrock``
 (Bedrock's ``Rerank`` API).
 
 A reranker only reorders (and cuts) what it is given: :func:`rerank_hits` maps its ranking back
@@ -212,6 +213,8 @@ def build_reranker(settings: RerankSettings) -> Reranker | None:
             max_concurrency=t.max_concurrency,
             raw_scores=t.raw_scores,
         )
+    if settings.provider == "bi_encoder":
+        return _bi_encoder(settings)
     from rag.rerank.local import OnnxCrossEncoder
 
     local = settings.local
@@ -227,4 +230,35 @@ def build_reranker(settings: RerankSettings) -> Reranker | None:
         threads=local.threads,
         device=local.device,
         model_sha256=local.model_sha256,
+    )
+
+
+def _bi_encoder(settings: RerankSettings) -> Reranker:
+    from rag.rerank.bi_encoder import BiEncoderReranker, OnnxSentenceEncoder, PassageCache
+
+    b = settings.bi_encoder
+    if b.model_dir is None:
+        raise ConfigurationError(
+            "rerank.provider bi_encoder needs rerank.bi_encoder.model_dir "
+            "(RAG_RERANK__BI_ENCODER__MODEL_DIR): a folder with model.onnx and tokenizer.json; "
+            "scripts/fetch-rerank-model.sh fetches bge-small-en-v1.5 into "
+            ".cache/models/bge-small-en-v1.5-q"
+        )
+    encoder = OnnxSentenceEncoder(
+        b.model_dir,
+        pooling=b.pooling,
+        query_prefix=b.query_prefix,
+        passage_prefix=b.passage_prefix,
+        max_sequence_tokens=b.max_sequence_tokens,
+        batch_size=b.batch_size,
+        threads=b.threads,
+        device=b.device,
+        model_sha256=b.model_sha256,
+    )
+    return BiEncoderReranker(
+        encoder,
+        fuse=b.fuse,
+        fuse_k=b.fuse_k,
+        fuse_weight=b.fuse_weight,
+        cache=PassageCache(b.cache_entries, b.cache_path),
     )
