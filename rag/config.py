@@ -198,8 +198,15 @@ class StoreSettings(_Section):
         description="Build an IVF-HNSW index once the table has this many rows (0: never; "
         "below it, exact search is fast enough).",
     )
-    nprobes: int = Field(64, ge=1)
-    refine_factor: int = Field(10, ge=1)
+    nprobes: int = Field(
+        256,
+        ge=1,
+        description="IVF partitions searched: at 1M chunks 64 gave recall@10 0.942, 256 0.997 "
+        "(python -m bench million).",
+    )
+    refine_factor: int = Field(
+        40, ge=1, description="Candidates re-scored exactly, as a multiple of k (with nprobes)."
+    )
     read_consistency_seconds: float = Field(
         0.0, ge=0, description="How stale a reader may be before it sees other writers' commits."
     )
