@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from rag.errors import ConfigurationError, EmbeddingError
 from rag.rerank import Ranking, rank
-from rag.rerank.local import MODEL_FILES, TOKENIZER_FILES, _first_file, _pad_token, _sha256
+from rag.rerank.onnx_folder import open_model_folder
 from rag.rerank.settings import BGE_QUERY_PREFIX
 
 Pooling = Literal["cls", "mean"]
@@ -143,46 +143,26 @@ class OnnxSentenceEncoder:
         with self._lock:
             if self._session is not None:
                 return
-            try:
-                import onnxruntime as ort
-                from tokenizers import Tokenizer
-            except ImportError as exc:  # pragma: no cover - both are dependencies
-                raise ConfigurationError(
-                    "the bi-encoder reranker needs onnxruntime and tokenizers"
-                ) from exc
             if not self._dir.is_dir():
                 raise ConfigurationError(
                     f"no bi-encoder model folder {self._dir} (scripts/fetch-rerank-model.sh "
                     "fetches bge-small-en-v1.5 into .cache/models/bge-small-en-v1.5-q)"
                 )
-            model = _first_file(self._dir, MODEL_FILES, "model")
-            tokenizer_path = _first_file(self._dir, TOKENIZER_FILES, "tokenizer")
-            if self._sha256 and _sha256(model) != self._sha256:
-                raise ConfigurationError(f"{model} fails its SHA-256 pin (rerank.bi_encoder)")
-            try:
-                tokenizer = Tokenizer.from_file(str(tokenizer_path))
-            except Exception as exc:  # tokenizers raises plain Exceptions
-                raise ConfigurationError(f"{tokenizer_path} is not a tokenizer: {exc}") from exc
-            tokenizer.enable_truncation(max_length=self._max_tokens)
-            pad_id, pad_token = _pad_token(tokenizer)
-            tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
-            options = ort.SessionOptions()
-            if self._threads:
-                options.intra_op_num_threads = self._threads
-            providers = ["CPUExecutionProvider"]
-            available = ort.get_available_providers()
-            if self._device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
-                providers.insert(0, "CUDAExecutionProvider")
-            elif self._device == "cuda":
-                raise ConfigurationError("device 'cuda' asked for, but ONNX Runtime has no CUDA")
-            try:
-                session = ort.InferenceSession(str(model), options, providers=providers)
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ConfigurationError(f"{model} does not load in ONNX Runtime: {exc}") from exc
-            names = frozenset(i.name for i in session.get_inputs())
-            missing = {"input_ids", "attention_mask"} - names
-            if missing:
-                raise ConfigurationError(f"{model} takes no {sorted(missing)}: not a text encoder")
+            opened = open_model_folder(
+                self._dir,
+                what="text encoder",
+                setting="rerank.bi_encoder",
+                max_tokens=self._max_tokens,
+                threads=self._threads,
+                device=self._device,
+                sha256=self._sha256,
+            )
+            model, session, tokenizer, names = (
+                opened.model,
+                opened.session,
+                opened.tokenizer,
+                opened.inputs,
+            )
             output = session.get_outputs()[0]
             if output.shape is not None and len(output.shape) not in (2, 3):
                 raise ConfigurationError(

@@ -13,21 +13,17 @@ the logit (for two classes: the softmax probability of the second), as sentence-
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from rag.errors import ConfigurationError, EmbeddingError
+from rag.errors import EmbeddingError
 from rag.rerank import Ranking, rank, sigmoid
-
-MODEL_FILES: Final = ("model.onnx", "onnx/model.onnx")
-TOKENIZER_FILES: Final = ("tokenizer.json", "onnx/tokenizer.json")
-_PAD_TOKENS: Final = ("[PAD]", "<pad>")
+from rag.rerank.onnx_folder import open_model_folder
 
 
 class OnnxCrossEncoder:
@@ -65,43 +61,18 @@ class OnnxCrossEncoder:
         with self._lock:
             if self._session is not None:
                 return
-            try:
-                import onnxruntime as ort
-                from tokenizers import Tokenizer
-            except ImportError as exc:  # pragma: no cover - both are dependencies
-                raise ConfigurationError(
-                    "the local reranker needs onnxruntime and tokenizers"
-                ) from exc
-            model = _first_file(self._dir, MODEL_FILES, "model")
-            tokenizer_path = _first_file(self._dir, TOKENIZER_FILES, "tokenizer")
-            if self._sha256 and _sha256(model) != self._sha256:
-                raise ConfigurationError(f"{model} fails its SHA-256 pin (rerank.local)")
-            try:
-                tokenizer = Tokenizer.from_file(str(tokenizer_path))
-            except Exception as exc:  # tokenizers raises plain Exceptions
-                raise ConfigurationError(f"{tokenizer_path} is not a tokenizer: {exc}") from exc
             # longest_first trims the longer of query and passage: in practice the passage
-            tokenizer.enable_truncation(max_length=self._max_tokens, strategy="longest_first")
-            pad_id, pad_token = _pad_token(tokenizer)
-            tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
-            options = ort.SessionOptions()
-            if self._threads:
-                options.intra_op_num_threads = self._threads
-            providers = ["CPUExecutionProvider"]
-            available = ort.get_available_providers()
-            if self._device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
-                providers.insert(0, "CUDAExecutionProvider")
-            elif self._device == "cuda":
-                raise ConfigurationError("device 'cuda' asked for, but ONNX Runtime has no CUDA")
-            try:
-                session = ort.InferenceSession(str(model), options, providers=providers)
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ConfigurationError(f"{model} does not load in ONNX Runtime: {exc}") from exc
-            names = frozenset(i.name for i in session.get_inputs())
-            missing = {"input_ids", "attention_mask"} - names
-            if missing:
-                raise ConfigurationError(f"{model} takes no {sorted(missing)}: not a cross-encoder")
-            self._tokenizer, self._inputs, self._session = tokenizer, names, session
+            opened = open_model_folder(
+                self._dir,
+                what="cross-encoder",
+                setting="rerank.local",
+                max_tokens=self._max_tokens,
+                threads=self._threads,
+                device=self._device,
+                sha256=self._sha256,
+            )
+            self._tokenizer, self._inputs = opened.tokenizer, opened.inputs
+            self._session = opened.session
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> NDArray[np.float32]:
         """One relevance logit per (query, passage) pair; shorter pairs are batched together."""
@@ -145,26 +116,3 @@ def _to_logits(raw: NDArray[Any], rows: int) -> NDArray[np.float32]:
     if raw.shape != (rows,):
         raise EmbeddingError(f"the cross-encoder returned shape {raw.shape} for {rows} pairs")
     return raw.astype(np.float32)
-
-
-def _first_file(folder: Path, names: Sequence[str], what: str) -> Path:
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    raise ConfigurationError(f"no {what} file in {folder} (looked for {', '.join(names)})")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _pad_token(tokenizer: Any) -> tuple[int, str]:
-    for token in _PAD_TOKENS:
-        token_id = tokenizer.token_to_id(token)
-        if token_id is not None:
-            return int(token_id), token
-    return 0, _PAD_TOKENS[0]
