@@ -222,7 +222,7 @@ def _lancedb_fetch(
     """A LanceDB scan (no vector) under the search's own ACL clause, ``id IN (...)`` AND-ed."""
     from rag.stores.lancedb import _chunk, _quote
 
-    table, where, columns, marks, k = store._prepare(principals, len(ids), fresh_after, None)
+    table, where, columns, marks, k, _ = store._prepare(principals, len(ids), fresh_after, None)
     wanted = ", ".join(_quote(checked_id(i)) for i in ids)
     try:
         rows = table.search().where(f"({where}) AND id IN ({wanted})").select(columns).limit(k)

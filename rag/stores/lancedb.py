@@ -50,6 +50,7 @@ from rag.filters import (
     time_ms,
 )
 from rag.models import Acl, Chunk, Citation, SearchHit, epoch_ms, from_epoch_ms
+from rag.stores import lancedb_ann as ann_index
 from rag.stores.acl_keys import ACL_KEY, AclKeyOptions, acl_key, chunk_acls
 from rag.stores.base import (
     DeadLetter,
@@ -578,7 +579,12 @@ class LanceDBStore:
                 self._ensure_text_index()
             ann = self._settings.ann_min_rows
             if ann and rows >= ann and "vector" not in indexed:
-                table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", replace=True)
+                table.create_index(
+                    metric="cosine",
+                    index_type=ann_index.INDEX_TYPE,
+                    num_partitions=ann_index.partitions(rows),
+                    replace=True,
+                )
             table.optimize()  # compaction; rows added since are folded into every index
         except Exception as exc:
             raise StoreError(f"LanceDB index build failed: {exc}") from exc
@@ -590,9 +596,10 @@ class LanceDBStore:
         k: int,
         acl_fresh_after: datetime | None,
         filter: Filter | None,
-    ) -> tuple[Any, str, list[str], dict[str, datetime], int]:
+    ) -> tuple[Any, str, list[str], dict[str, datetime], int, str]:
         """The table, the WHERE clause (the ACL clause, AND the filter's), the columns to read,
-        the sources' watermarks and the checked k."""
+        the sources' watermarks, the checked k, and the ACL clause alone (no freshness bound,
+        no filter: what the ACL scalar indexes count, to plan the vector search)."""
         if not principals:
             raise AccessDeniedError("search without principals is refused")
         fresh = None if acl_fresh_after is None else epoch_ms(acl_fresh_after)
@@ -600,9 +607,11 @@ class LanceDBStore:
         sources = [s for s, at in marks.items() if fresh is not None and epoch_ms(at) >= fresh]
         table = self._open_for_read()
         if self._acls.state.wanted(principals) and self._acls.keyed(table, self._table_names):
-            where = compile_key_filter(self._acls.readable(principals), fresh, sources)
+            keys = self._acls.readable(principals)
+            where, acl = compile_key_filter(keys, fresh, sources), compile_key_filter(keys)
         else:
             where = compile_acl_filter(principals, fresh, sources)
+            acl = compile_acl_filter(principals)
         if filter is not None:
             where = f"({where}) AND {compile_filter(filter)}"
         k = checked_k(k)
@@ -618,7 +627,7 @@ class LanceDBStore:
             )
         if filter is not None and not self._filters_ready:
             self._check_filter_columns(table)
-        return table, where, columns, marks, k
+        return table, where, columns, marks, k, acl
 
     def _check_filter_columns(self, table: Any) -> None:
         """Filters need every row's filter columns: a table made before them (or not yet fully
@@ -646,14 +655,15 @@ class LanceDBStore:
         filter: Filter | None = None,
     ) -> list[SearchHit]:
         """The ``k`` nearest chunks ``principals`` may read (and ``filter`` admits)."""
-        table, where, columns, marks, k = self._prepare(principals, k, acl_fresh_after, filter)
-        return self._dense(table, vector, where, columns, marks, k)
+        table, where, columns, marks, k, acl = self._prepare(principals, k, acl_fresh_after, filter)
+        return self._dense(table, vector, where, acl, columns, marks, k)
 
     def _dense(
         self,
         table: Any,
         vector: Vectors,
         where: str,
+        acl: str,
         columns: list[str],
         marks: dict[str, datetime],
         k: int,
@@ -668,15 +678,27 @@ class LanceDBStore:
             .select([*columns, "_distance"])
             .limit(k)
         )
-        if self._settings.ann_min_rows:
-            query = query.nprobes(self._settings.nprobes).refine_factor(
-                self._settings.refine_factor
-            )
         try:
+            if self._settings.ann_min_rows:
+                how = self._ann_plan(table, acl)
+                if how.exact:
+                    query = query.bypass_vector_index()
+                else:
+                    query = query.nprobes(how.nprobes).refine_factor(self._settings.refine_factor)
             rows = query.to_arrow().to_pylist()
         except Exception as exc:
             raise StoreError(f"LanceDB search failed: {exc}") from exc
         return [SearchHit(chunk=_chunk(r, marks), score=1.0 - float(r["_distance"])) for r in rows]
+
+    def _ann_plan(self, table: Any, acl: str) -> ann_index.AnnPlan:
+        """Exact search or the partitions to probe, from how many rows ``acl`` admits (counted
+        by the ACL scalar indexes; below ``ann_min_rows`` there is no index to plan for)."""
+        s = self._settings
+        total = int(table.count_rows())
+        if total < s.ann_min_rows:
+            return ann_index.AnnPlan(exact=False, nprobes=s.nprobes)
+        allowed = int(table.count_rows(acl))
+        return ann_index.plan(allowed, total, s.nprobes, s.exact_max_rows)
 
     def search_text(
         self,
@@ -689,7 +711,7 @@ class LanceDBStore:
     ) -> list[SearchHit]:
         """BM25 over chunk text, ACL-filtered (and ``filter``-ed) before ranking."""
         require_principals(principals)
-        table, where, columns, marks, k = self._prepare(principals, k, acl_fresh_after, filter)
+        table, where, columns, marks, k, _ = self._prepare(principals, k, acl_fresh_after, filter)
         return self._keyword(table, text, where, columns, marks, k)
 
     def _keyword(
@@ -736,10 +758,10 @@ class LanceDBStore:
     ) -> list[SearchHit]:
         """BM25 and vector search, both ACL-filtered, fused by reciprocal rank."""
         require_principals(principals)
-        table, where, columns, marks, k = self._prepare(principals, k, acl_fresh_after, filter)
+        table, where, columns, marks, k, acl = self._prepare(principals, k, acl_fresh_after, filter)
         depth = max(k, _RRF_DEPTH)
         keyword = self._pool().submit(self._keyword, table, text, where, columns, marks, depth)
-        dense = self._dense(table, vector, where, columns, marks, depth)
+        dense = self._dense(table, vector, where, acl, columns, marks, depth)
         return reciprocal_rank_fusion([keyword.result(), dense], k)
 
     def _pool(self) -> ThreadPoolExecutor:
