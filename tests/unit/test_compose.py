@@ -258,3 +258,18 @@ def test_the_celery_profile_is_a_broker_and_two_workers_of_the_same_image() -> N
     env = SERVICES["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
     assert "AIRFLOW_EXECUTOR=CeleryExecutor" in TEXT
+
+
+def test_the_image_holds_the_nightly_suites_reranker_model_where_its_model_dir_resolves() -> None:
+    """scifact-nightly's hybrid+rerank row fails without its model folder: the image fetches it
+    (Maven Central, SHA-256 pinned by the script) and copies it under the tasks' working
+    directory, where the suite's relative model_dir points."""
+    suite = tomllib.loads((ROOT / "evaluation/suites/scifact-nightly.toml").read_text())
+    model_dir = suite["rerank"]["bi_encoder"]["model_dir"]
+    assert not model_dir.startswith("/")
+    assert "RUN bash /fetch-rerank-model.sh /model" in DOCKERFILE
+    assert "COPY scripts/fetch-rerank-model.sh /fetch-rerank-model.sh" in DOCKERFILE
+    final = DOCKERFILE[DOCKERFILE.index("FROM apache/airflow") :]
+    workdir = [line.split()[1] for line in final.splitlines() if line.startswith("WORKDIR")][-1]
+    copy = next(line for line in final.splitlines() if "--from=rerank-model" in line)
+    assert copy.split()[-1] == str(PurePosixPath(workdir) / model_dir)
