@@ -259,6 +259,7 @@ class LanceDBStore:
         self._filters_ready = False  # every row has its filter columns (checked when needed)
         self._has_text_index = False
         self._threads: ThreadPoolExecutor | None = None
+        self._counts = ann_index.CountCache()
         self._acls = LanceDBAclRegistry(self._connect, settings.table, AclKeyOptions.of(settings))
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -694,10 +695,9 @@ class LanceDBStore:
         """Exact search or the partitions to probe, from how many rows ``acl`` admits (counted
         by the ACL scalar indexes; below ``ann_min_rows`` there is no index to plan for)."""
         s = self._settings
-        total = int(table.count_rows())
+        allowed, total = self._counts.counts(acl, lambda where: int(table.count_rows(where)))
         if total < s.ann_min_rows:
             return ann_index.AnnPlan(exact=False, nprobes=s.nprobes)
-        allowed = int(table.count_rows(acl))
         return ann_index.plan(allowed, total, s.nprobes, s.exact_max_rows)
 
     def search_text(

@@ -14,7 +14,7 @@ from rag.models import Acl, Chunk, Citation
 from rag.stores import lancedb_ann
 from rag.stores.base import IndexInfo
 from rag.stores.lancedb import LanceDBStore
-from rag.stores.lancedb_ann import AnnPlan, partitions, plan
+from rag.stores.lancedb_ann import AnnPlan, CountCache, partitions, plan
 
 DIM = 16
 ROWS = 3_000
@@ -39,6 +39,26 @@ def test_a_broad_acl_probes_nprobes_and_a_narrower_one_more() -> None:
     assert probes == sorted(probes) and probes[0] > 256
     assert plan(10_000, 1_000_000, 256, 2_000).nprobes == 810  # 256 x sqrt(0.1 / 0.01)
     assert plan(3_000, 1_000_000, 256, 2_000).nprobes <= 4 * 1_000  # bounded
+
+
+def test_counts_are_reused_for_their_ttl_and_the_cache_is_bounded() -> None:
+    now = [0.0]
+    calls: list[str | None] = []
+
+    def count(clause: str | None) -> int:
+        calls.append(clause)
+        return 7 if clause else 100
+
+    cache = CountCache(ttl=60.0, size=2, clock=lambda: now[0])
+    assert cache.counts("a", count) == (7, 100) and calls == ["a", None]
+    now[0] = 59.0
+    assert cache.counts("a", count) == (7, 100) and len(calls) == 2  # reused
+    now[0] = 61.0
+    cache.counts("a", count)
+    assert len(calls) == 4  # expired: counted again
+    cache.counts("b", count), cache.counts("c", count)  # "a" is the oldest: evicted
+    cache.counts("a", count)
+    assert calls[-2:] == ["a", None]
 
 
 def _chunk(i: int) -> Chunk:
