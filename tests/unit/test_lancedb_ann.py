@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from rag.config import StoreSettings
-from rag.models import Acl, Chunk, Citation
+from rag.models import Chunk
 from rag.stores import lancedb_ann
 from rag.stores.base import IndexInfo
 from rag.stores.lancedb import LanceDBStore
 from rag.stores.lancedb_ann import AnnPlan, CountCache, partitions, plan
+from tests.contract import make_chunk
 
 DIM = 16
 ROWS = 3_000
@@ -56,7 +57,8 @@ def test_counts_are_reused_for_their_ttl_and_the_cache_is_bounded() -> None:
     now[0] = 61.0
     cache.counts("a", count)
     assert len(calls) == 4  # expired: counted again
-    cache.counts("b", count), cache.counts("c", count)  # "a" is the oldest: evicted
+    cache.counts("b", count)
+    cache.counts("c", count)  # "a" is the oldest: evicted
     cache.counts("a", count)
     assert calls[-2:] == ["a", None]
 
@@ -65,16 +67,7 @@ def _chunk(i: int) -> Chunk:
     group = (
         "group:narrow" if i < NARROW else "group:middle" if i < NARROW + MIDDLE else "group:other"
     )
-    return Chunk(
-        id=Chunk.make_id("d", i),
-        document_id="d",
-        source="test",
-        ordinal=i,
-        text=f"chunk {i}",
-        token_count=2,
-        acl=Acl(allow=frozenset({group, "group:all"})),
-        citation=Citation(document_id="d", uri="d.txt", title="d"),
-    )
+    return make_chunk("d", i, f"chunk {i}", {group, "group:all"})
 
 
 @pytest.fixture(scope="module")
