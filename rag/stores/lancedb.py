@@ -569,7 +569,9 @@ class LanceDBStore:
         rows = table.count_rows()
         if rows == 0:
             return
-        indexed = {column for index in table.list_indices() for column in index.columns}
+        indices = table.list_indices()
+        indexed = {column for index in indices for column in index.columns}
+        vector_kinds = {i.index_type for i in indices if "vector" in i.columns}
         try:
             kinds = {"allow": "LABEL_LIST", "deny": "LABEL_LIST", "document_id": "BTREE"}
             kinds[ACL_KEY] = _ACL_KEY_INDEX
@@ -579,7 +581,10 @@ class LanceDBStore:
             if "text" not in indexed:
                 self._ensure_text_index()
             ann = self._settings.ann_min_rows
-            if ann and rows >= ann and "vector" not in indexed:
+            # an index of another kind (one HNSW graph, before IVF_SQ) is rebuilt: ~1 min per
+            # million rows; searches use the old one until the new one commits
+            stale = bool(vector_kinds) and vector_kinds != {ann_index.INDEX_KIND}
+            if ann and rows >= ann and ("vector" not in indexed or stale):
                 table.create_index(
                     metric="cosine",
                     index_type=ann_index.INDEX_TYPE,

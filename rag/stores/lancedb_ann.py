@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 INDEX_TYPE: Final = "IVF_SQ"
+INDEX_KIND: Final = "IvfSq"  # how LanceDB's list_indices() names it
 COUNT_TTL_SECONDS: Final = 60.0
 COUNT_CACHE_SIZE: Final = 1024
 BROAD_SHARE: Final = 0.1  # an ACL admitting at least this share of rows probes ``nprobes``

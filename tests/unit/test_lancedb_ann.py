@@ -127,3 +127,28 @@ def test_every_plan_returns_only_allowed_rows_and_exact_search_the_true_top_k(
     assert plans and all(p.exact is exact for p in plans)
     if group == "group:middle":  # 200 of 3,000 rows (<10%): more than the one probe asked
         assert all(p.nprobes > 1 for p in plans)
+
+
+def test_optimize_rebuilds_a_single_graph_index_as_ivf_sq(tmp_path: Path) -> None:
+    """Tables indexed before IVF_SQ (IVF_HNSW_SQ: one graph at LanceDB's default partitioning)
+    get the new index on their next optimize; an IVF_SQ index is left alone."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(1_200, DIM)).astype(np.float32)
+    store = LanceDBStore(tmp_path / "db", StoreSettings(ann_min_rows=1_000))
+    store.ensure_index(IndexInfo("test", DIM))
+    store.upsert([_chunk(i) for i in range(1_200)], vectors)
+    table = store._require_table()
+    table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", replace=True)
+
+    def vector_index() -> tuple[str, str]:
+        (index,) = [i for i in table.list_indices() if "vector" in i.columns]
+        return index.index_type, index.index_uuid
+
+    assert vector_index()[0] == "IvfHnswSq"
+    store.optimize()
+    kind, uuid = vector_index()
+    assert kind == "IvfSq"
+    store.optimize()
+    assert vector_index() == (kind, uuid)
+    hits = store.search(vectors[0], frozenset({"group:narrow"}), 10)
+    assert len(hits) == 10 and {h.chunk.id for h in hits} <= {_chunk(i).id for i in range(NARROW)}
