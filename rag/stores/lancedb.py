@@ -700,9 +700,14 @@ class LanceDBStore:
         """Exact search or the partitions to probe, from how many rows ``acl`` admits (counted
         by the ACL scalar indexes; below ``ann_min_rows`` there is no index to plan for)."""
         s = self._settings
-        allowed, total = self._counts.counts(acl, lambda where: int(table.count_rows(where)))
-        if total < s.ann_min_rows:
+
+        def count(where: str | None) -> int:
+            return int(table.count_rows(where))
+
+        total = self._counts.count(None, count)
+        if total < s.ann_min_rows:  # no ANN index: no ACL count either
             return ann_index.AnnPlan(exact=False, nprobes=s.nprobes)
+        allowed = self._counts.count(acl, count)
         return ann_index.plan(allowed, total, s.nprobes, s.exact_max_rows)
 
     def search_text(

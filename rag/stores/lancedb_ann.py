@@ -62,7 +62,7 @@ def plan(allowed: int, total: int, nprobes: int, exact_max_rows: int) -> AnnPlan
 
 
 class CountCache:
-    """(allowed, total) row counts per ACL clause, reused for ``ttl`` seconds.
+    """Row counts per clause (``None``: all rows), reused for ``ttl`` seconds.
 
     A plan only decides speed: every search applies its whole clause, so a count up to ``ttl``
     old can cost a slower or less exhaustive search, never a row the caller may not read. It
@@ -77,22 +77,22 @@ class CountCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl, self._size, self._clock = ttl, size, clock
-        self._entries: OrderedDict[bytes, tuple[float, int, int]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def counts(self, clause: str, count: Callable[[str | None], int]) -> tuple[int, int]:
-        """(rows ``clause`` admits, all rows): ``count(clause)`` and ``count(None)``, cached."""
-        key = hashlib.blake2b(clause.encode("utf-8"), digest_size=16).digest()
+    def count(self, clause: str | None, count: Callable[[str | None], int]) -> int:
+        """``count(clause)``, cached."""
+        key = b"" if clause is None else hashlib.blake2b(clause.encode(), digest_size=16).digest()
         now = self._clock()
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and now - hit[0] < self._ttl:
                 self._entries.move_to_end(key)
-                return hit[1], hit[2]
-        allowed, total = count(clause), count(None)
+                return hit[1]
+        rows = count(clause)
         with self._lock:
-            self._entries[key] = (now, allowed, total)
+            self._entries[key] = (now, rows)
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
-        return allowed, total
+        return rows
