@@ -57,6 +57,7 @@ def test_ingest_then_query_json(env: Path) -> None:
     assert all("Salary" not in h["text"] for h in json.loads(guest.stdout)["hits"])
 
 
+@pytest.mark.slow  # loads a model or ragas (make test runs it; test-fast stays under 90 s)
 def test_query_treats_a_hostile_user_id_as_a_literal(env: Path) -> None:
     runner.invoke(app, ["ingest", str(env)])
     result = runner.invoke(app, ["query", "salary", "--user", "x' OR 1=1", "--json"])

@@ -82,6 +82,7 @@ def test_overlay_and_personas_are_deterministic() -> None:
     assert make_personas(8, 5, seed=3) == personas
 
 
+@pytest.mark.slow  # loads a model or ragas (make test runs it; test-fast stays under 90 s)
 def test_ragas_guard_scores_an_empty_context_zero() -> None:
     assert id_based_scores([([], ["d1"])]) == (0.0, 0.0)
     precision, recall = id_based_scores([(["d1", "d2"], ["d1"])])

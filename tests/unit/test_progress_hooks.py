@@ -123,6 +123,7 @@ def _tiny_beir(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # loads a model or ragas (make test runs it; test-fast stays under 90 s)
 def test_an_eval_run_counts_documents_then_queries_then_llm_judged_queries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
