@@ -613,11 +613,10 @@ class LanceDBStore:
         sources = [s for s, at in marks.items() if fresh is not None and epoch_ms(at) >= fresh]
         table = self._open_for_read()
         if self._acls.state.wanted(principals) and self._acls.keyed(table, self._table_names):
-            keys = self._acls.readable(principals)
-            where, acl = compile_key_filter(keys, fresh, sources), compile_key_filter(keys)
+            acl = compile_key_filter(self._acls.readable(principals))
         else:
-            where = compile_acl_filter(principals, fresh, sources)
             acl = compile_acl_filter(principals)
+        where = acl + _fresh_clause(fresh, sources)  # as the compilers AND it, built once
         if filter is not None:
             where = f"({where}) AND {compile_filter(filter)}"
         k = checked_k(k)

@@ -98,8 +98,6 @@ def _value(field: int, name: str, dtype: int, dims: Sequence[str]) -> bytes:
 def tiny_cross_encoder(folder: Path, *, token_types: bool = True) -> Path:
     """Write model.onnx and tokenizer.json of the tiny cross-encoder into ``folder``.
     Without ``token_types`` the model takes no token_type_ids and sums over every token."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
     folder.mkdir(parents=True, exist_ok=True)
     weights = struct.pack(f"<{len(WEIGHTS)}f", *WEIGHTS)
     nodes = [
@@ -124,9 +122,17 @@ def tiny_cross_encoder(folder: Path, *, token_types: bool = True) -> Path:
         + b"".join(_value(11, name, 7, ["n", "s"]) for name in inputs)
         + _value(12, "logits", 1, ["n", "one"])
     )
+    return write_model_folder(folder, graph, VOCAB)
+
+
+def write_model_folder(folder: Path, graph: bytes, vocab: dict[str, int]) -> Path:
+    """``folder``'s model.onnx (``graph`` in an opset-13 ModelProto) and a word-level
+    tokenizer.json over ``vocab`` ([CLS] 2, [SEP] 3)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
     model = _int(1, 8) + _len(8, _str(1, "") + _int(2, 13)) + _len(7, graph)
     (folder / "model.onnx").write_bytes(model)
-    tokenizer = Tokenizer(models.WordLevel(VOCAB, unk_token="[UNK]"))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

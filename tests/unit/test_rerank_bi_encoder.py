@@ -25,7 +25,15 @@ from rag.rerank.bi_encoder import (
     pool,
 )
 from rag.rerank.settings import BGE_QUERY_PREFIX, DEFAULT_BI_ENCODER_DIR
-from tests.unit.test_rerank import _attr_int, _int, _len, _node, _str, _tensor
+from tests.unit.test_rerank import (
+    _attr_int,
+    _int,
+    _len,
+    _node,
+    _str,
+    _tensor,
+    write_model_folder,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BGE_DIR = ROOT / DEFAULT_BI_ENCODER_DIR
@@ -53,8 +61,6 @@ def _value_dims(field: int, name: str, dtype: int, dims: Sequence[str | int]) ->
 
 def tiny_encoder(folder: Path, *, width: int | str = 3, token_types: bool = True) -> Path:
     """model.onnx (last_hidden_state = E[input_ids], shape (n, s, 3)) and tokenizer.json."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
     folder.mkdir(parents=True, exist_ok=True)
     table = struct.pack(f"<{len(E) * 3}f", *(v for row in E for v in row))
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if token_types else [])
@@ -65,17 +71,7 @@ def tiny_encoder(folder: Path, *, width: int | str = 3, token_types: bool = True
         + b"".join(_value_dims(11, name, 7, ["n", "s"]) for name in inputs)
         + _value_dims(12, "last_hidden_state", 1, ["n", "s", width])
     )
-    model = _int(1, 8) + _len(8, _str(1, "") + _int(2, 13)) + _len(7, graph)
-    (folder / "model.onnx").write_bytes(model)
-    tokenizer = Tokenizer(models.WordLevel(VOCAB, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
-    )
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
+    return write_model_folder(folder, graph, VOCAB)
 
 
 @pytest.fixture(scope="module")
