@@ -54,6 +54,7 @@ def store(tmp_path: Path) -> LanceDBStore:
     return _store(tmp_path / "db")
 
 
+@pytest.mark.slow  # the whole store contract again, keyed (make test runs it; test-fast < 90 s)
 class TestKeyedLanceDBContract(StoreContract, FilterContract, TextSearchContract):
     """The whole store contract with every search on the ACL-key path."""
 
