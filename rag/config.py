@@ -120,6 +120,12 @@ class OpenSearchSettings(_Section):
     ef_search: int = Field(
         512, ge=1, description="Candidates the k-NN query considers (recall vs latency)."
     )
+    exact_max_rows: int = Field(
+        150_000,
+        ge=0,
+        description="A search whose ACL and filter admit at most this many chunks (and at most "
+        "20% of the index) scores them all exactly instead of walking the HNSW graph (0: never).",
+    )
     bulk_batch: int = Field(500, ge=1, description="Documents per bulk request.")
     max_retries: int = Field(8, ge=0, description="Retries of 429/503 items before failing.")
     backoff_seconds: float = Field(0.2, gt=0, description="Base of exponential backoff.")

@@ -85,7 +85,6 @@ POM
 cluster.name: rag-local
 discovery.type: single-node
 network.host: 127.0.0.1
-node.store.allow_mmap: false
 bootstrap.system_call_filter: false
 cluster.routing.allocation.disk.threshold_enabled: false
 action.auto_create_index: true
@@ -115,6 +114,13 @@ start() {
     rm -rf "$run"; mkdir -p "$run/data" "$run/logs" "$run/config"
   fi
   cp -r "$HOME_DIR/config/." "$run/config/"
+  # Lucene reads vectors and HNSW graphs through mmap (as in production; with mmap off every
+  # vector read is a pread: 5x slower k-NN at 1M chunks). vm.max_map_count is only a warning on
+  # a loopback node. RAG_OPENSEARCH_MMAP=false turns it off (caches provisioned before wrote it).
+  sed -i '/^node.store.allow_mmap:/d' "$run/config/opensearch.yml"
+  if [ "${RAG_OPENSEARCH_MMAP:-true}" = false ]; then
+    echo "node.store.allow_mmap: false" >> "$run/config/opensearch.yml"
+  fi
   local extra=()
   if [ -n "$base" ]; then
     sed -i '/^discovery.type: single-node$/d' "$run/config/opensearch.yml"

@@ -60,6 +60,7 @@ from rag.stores.base import (
     checked_principals,
     require_principals,
 )
+from rag.stores.counts import CountCache
 from rag.stores.fusion import reciprocal_rank_fusion
 from rag.stores.lancedb_acls import LanceDBAclRegistry
 from rag.stores.limits import checked_k
@@ -259,7 +260,7 @@ class LanceDBStore:
         self._filters_ready = False  # every row has its filter columns (checked when needed)
         self._has_text_index = False
         self._threads: ThreadPoolExecutor | None = None
-        self._counts = ann_index.CountCache()
+        self._counts = CountCache()
         self._acls = LanceDBAclRegistry(self._connect, settings.table, AclKeyOptions.of(settings))
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from rag.stores.base import (
     checked_id,
     require_principals,
 )
+from rag.stores.counts import CountCache
 from rag.stores.fusion import reciprocal_rank_fusion
 from rag.stores.limits import checked_k
 from rag.stores.opensearch_acls import (
@@ -52,9 +53,12 @@ from rag.stores.opensearch_dsl import (
     Fresh,
     Keys,
     bm25_query,
+    count_key,
+    dense_query,
+    exact_plan,
     filter_fields,
     index_body,
-    knn_query,
+    search_filter,
 )
 
 if TYPE_CHECKING:
@@ -104,6 +108,7 @@ class OpenSearchStore:
         self._dead_letters: list[DeadLetter] = []
         self._marks: tuple[float, dict[str, datetime]] | None = None
         self._filters_ready = False  # every chunk has its filter fields (checked when needed)
+        self._counts = CountCache()  # chunks a search filter admits (the search plan)
 
     # -- client ------------------------------------------------------------------------------
     @property
@@ -485,8 +490,7 @@ class OpenSearchStore:
         index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
         keys = self._keys(index, principals)
-        ef_search = self._settings.ef_search
-        body = knn_query(vector.tolist(), principals, k, ef_search, fresh, filter, keys)
+        body = self._dense(index, vector, principals, k, fresh, filter, keys)
         response = self._call("search", self.client.search, index=index, body=body)
         return _with_marks(self._hits(response, dense=True), marks)
 
@@ -524,12 +528,11 @@ class OpenSearchStore:
         index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
         keys = self._keys(index, principals)
-        ef_search = self._settings.ef_search
         bodies: list[dict[str, Any]] = [
             {"index": index},
             bm25_query(text, principals, depth, fresh, filter, keys),
             {"index": index},
-            knn_query(vector.tolist(), principals, depth, ef_search, fresh, filter, keys),
+            self._dense(index, vector, principals, depth, fresh, filter, keys),
         ]
         result = self._call("msearch", self.client.msearch, body=bodies)
         rankings = []
@@ -538,6 +541,37 @@ class OpenSearchStore:
                 raise StoreError(f"OpenSearch hybrid subquery failed: {response['error']}")
             rankings.append(self._hits(response, dense=dense))
         return _with_marks(reciprocal_rank_fusion(rankings, k, self._settings.rrf_k), marks)
+
+    def _dense(
+        self,
+        index: str,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        fresh: Fresh | None,
+        filter: Filter | None,
+        keys: Keys,
+    ) -> dict[str, Any]:
+        """The k-NN body, exact or through the graph as :func:`exact_plan` decides from how
+        many chunks the filter admits (counted without the freshness bound, cached 60 s: the
+        plan only decides speed, the body carries the whole filter either way)."""
+        counted = search_filter(principals, None, filter, keys)
+        clause = counted if fresh is None else search_filter(principals, fresh, filter, keys)
+        max_rows = self._settings.exact_max_rows
+        exact = max_rows > 0 and exact_plan(
+            self._admitted(index, counted), self._admitted(index, None), max_rows
+        )
+        return dense_query(vector.tolist(), clause, k, self._settings.ef_search, exact=exact)
+
+    def _admitted(self, index: str, clause: dict[str, Any] | None) -> int:
+        key = count_key(index, clause)
+        rows = self._counts.cached(key)
+        if rows is None:
+            body = {"query": clause if clause is not None else {"match_all": {}}}
+            found = self._call("count", self.client.count, index=index, body=body)
+            rows = int(found["count"])
+            self._counts.put(key, rows)
+        return rows
 
     def _filterable(self, filter: Filter | None) -> str:
         """The index to search; with a filter, one whose every chunk has its filter fields: an

@@ -25,6 +25,7 @@ from rag.errors import AccessDeniedError, ConfigurationError, IndexNotFoundError
 from rag.models import Chunk, SearchHit, epoch_ms, from_epoch_ms
 from rag.stores.acl_keys import AclKeyOptions, AclKeyState, RegistryRow
 from rag.stores.base import IndexInfo, checked_id, require_principals
+from rag.stores.counts import CountCache
 from rag.stores.fusion import reciprocal_rank_fusion
 from rag.stores.limits import MAX_K, checked_k
 from rag.stores.opensearch import _UNFILTERED, _from_source, _with_marks
@@ -35,7 +36,10 @@ from rag.stores.opensearch_dsl import (
     Keys,
     bm25_query,
     compile_acl_filter,
-    knn_query,
+    count_key,
+    dense_query,
+    exact_plan,
+    search_filter,
 )
 
 if TYPE_CHECKING:
@@ -104,6 +108,7 @@ class AsyncOpenSearchStore:
         self._index: str | None = None
         self._marks: tuple[float, dict[str, datetime]] | None = None
         self._filters_ready = False
+        self._counts = CountCache()  # chunks a search filter admits (the search plan)
 
     @property
     def client(self) -> Any:
@@ -187,6 +192,38 @@ class AsyncOpenSearchStore:
         self._marks = (now, {s: at for s, at in marks.items() if at is not None})
         return self._marks[1]
 
+    async def _dense(
+        self,
+        index: str,
+        vector: Vectors,
+        principals: AbstractSet[str],
+        k: int,
+        fresh: Fresh | None,
+        filter: Filter | None,
+        keys: Keys,
+    ) -> dict[str, Any]:
+        """The k-NN body, exact or through the graph as :func:`exact_plan` decides from how
+        many chunks the filter admits (counted without the freshness bound, cached 60 s: the
+        plan only decides speed, the body carries the whole filter either way)."""
+        counted = search_filter(principals, None, filter, keys)
+        clause = counted if fresh is None else search_filter(principals, fresh, filter, keys)
+        max_rows = self._settings.exact_max_rows
+        exact = max_rows > 0 and exact_plan(
+            await self._admitted(index, counted), await self._admitted(index, None), max_rows
+        )
+        return dense_query(vector.tolist(), clause, k, self._settings.ef_search, exact=exact)
+
+    async def _admitted(self, index: str, clause: dict[str, Any] | None) -> int:
+        key = count_key(index, clause)
+        rows = self._counts.cached(key)
+        if rows is None:
+            body = {"query": clause if clause is not None else {"match_all": {}}}
+            rows = int(
+                (await self._call("count", self.client.count, index=index, body=body))["count"]
+            )
+            self._counts.put(key, rows)
+        return rows
+
     async def _filterable(self, filter: Filter | None) -> str:
         """The index to search; with a filter, one whose every chunk has its filter fields
         (as :class:`OpenSearchStore` checks: an older index is refused, not half-searched)."""
@@ -258,8 +295,7 @@ class AsyncOpenSearchStore:
         index = await self._filterable(filter)
         fresh, marks = await self._freshness(acl_fresh_after)
         keys = await self._keys(index, principals)
-        ef_search = self._settings.ef_search
-        body = knn_query(vector.tolist(), principals, k, ef_search, fresh, filter, keys)
+        body = await self._dense(index, vector, principals, k, fresh, filter, keys)
         response = await self._call("search", self.client.search, index=index, body=body)
         return _with_marks(hits_of(response, dense=True), marks)
 
@@ -298,12 +334,11 @@ class AsyncOpenSearchStore:
         index = await self._filterable(filter)
         fresh, marks = await self._freshness(acl_fresh_after)
         keys = await self._keys(index, principals)
-        ef_search = self._settings.ef_search
         bodies: list[dict[str, Any]] = [
             {"index": index},
             bm25_query(text, principals, depth, fresh, filter, keys),
             {"index": index},
-            knn_query(vector.tolist(), principals, depth, ef_search, fresh, filter, keys),
+            await self._dense(index, vector, principals, depth, fresh, filter, keys),
         ]
         result = await self._call("msearch", self.client.msearch, body=bodies)
         rankings = []

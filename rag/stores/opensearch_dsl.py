@@ -18,6 +18,7 @@ the keys: no mapping explosion, no type conflicts between documents.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -196,21 +197,54 @@ def knn_query(
     fresh: Fresh | None = None,
     filter: Filter | None = None,
     keys: Keys = None,
+    *,
+    exact: bool = False,
 ) -> dict[str, Any]:
     """A k-NN search with the ACL filter (and a metadata filter) inside the k-NN clause."""
-    return {
-        "size": k,
-        "_source": {"excludes": SOURCE_EXCLUDES},
-        "query": {
-            "knn": {
-                "vector": {
-                    "vector": [float(x) for x in vector],
-                    "k": max(k, ef_search),
-                    "filter": search_filter(principals, fresh, filter, keys),
-                }
-            }
-        },
-    }
+    clause = search_filter(principals, fresh, filter, keys)
+    return dense_query([float(x) for x in vector], clause, k, ef_search, exact=exact)
+
+
+def dense_query(
+    vector: list[float], clause: dict[str, Any], k: int, ef_search: int, *, exact: bool
+) -> dict[str, Any]:
+    """The ``k`` nearest chunks that ``clause`` (the whole search filter: ACL, freshness,
+    metadata) admits: through the HNSW graph with the clause inside the k-NN query, or with
+    ``exact``, every admitted vector scored by the k-NN plugin's ``knn_score`` script (which
+    scores cosinesimil as (1 + cos) / 2, as the lucene engine does)."""
+    query: dict[str, Any]
+    if exact:
+        script = {
+            "source": "knn_score",
+            "lang": "knn",
+            "params": {"field": "vector", "query_value": vector, "space_type": "cosinesimil"},
+        }
+        query = {"script_score": {"query": {"bool": {"filter": clause}}, "script": script}}
+    else:
+        query = {"knn": {"vector": {"vector": vector, "k": max(k, ef_search), "filter": clause}}}
+    return {"size": k, "_source": {"excludes": SOURCE_EXCLUDES}, "query": query}
+
+
+EXACT_MAX_SHARE: Final = 0.2
+
+
+def exact_plan(allowed: int, total: int, max_rows: int) -> bool:
+    """Whether a k-NN search whose filter admits ``allowed`` of the index's ``total`` chunks
+    should score every admitted vector instead of walking the HNSW graph. Pure.
+
+    Lucene's filtered HNSW search has to visit about 1/share nodes per result it keeps and,
+    per segment, gives up past as many visits as the filter admits and then scores them all
+    anyway; between a few percent and ~20% of the index it pays for both (at 1M chunks on 2
+    cores, a 10% ACL: p95 249 ms through the graph, 93 ms exact, 115 ms unfiltered). Broad
+    filters stay on the graph (50%: 1.27x unfiltered), as does any filter admitting more than
+    ``max_rows`` (exact costs ~1 us per admitted chunk; 0 turns exact search off).
+    """
+    return max_rows > 0 and allowed <= max_rows and allowed <= total * EXACT_MAX_SHARE
+
+
+def count_key(index: str, clause: dict[str, Any] | None) -> str:
+    """What a count of ``clause`` over ``index`` is cached under (None: the whole index)."""
+    return index if clause is None else f"{index}\n{json.dumps(clause, sort_keys=True)}"
 
 
 def bm25_query(

@@ -202,3 +202,63 @@ def test_an_index_made_before_filters_is_refused_then_backfilled(opensearch_url:
     ):
         assert {h.chunk.id for h in hits} == want
     client.indices.delete(index=index)
+
+
+def test_exact_and_graph_plans_return_only_readable_chunks(opensearch_url: str) -> None:
+    """The same index searched through the HNSW graph (exact search off) and exactly (every
+    admitted vector scored): both return only chunks the caller may read, the exact plan the
+    brute-force top-k over exactly those, with the cosine as the score; the default plan
+    searches a narrow ACL exactly and a broad one through the graph, with the same answers."""
+    import asyncio
+
+    from rag.stores.opensearch_async import AsyncOpenSearchStore
+    from tests.contract import make_chunk
+
+    rng = np.random.default_rng(7)
+    rows, dim = 400, 16
+    vectors = rng.normal(size=(rows, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups = ["group:broad" if i % 2 else "group:narrow" if i % 25 == 0 else "group:other"
+              for i in range(rows)]  # fmt: skip
+    chunks = [
+        make_chunk(f"d{i}", 0, f"text {i}", {groups[i], "user:DOMAIN\\o'brien"})
+        for i in range(rows)
+    ]
+    settings = os_settings(opensearch_url)
+    graph = OpenSearchStore(settings.model_copy(update={"exact_max_rows": 0}))
+    exact = OpenSearchStore(settings.model_copy(update={"exact_max_rows": 10**6}))
+    default = OpenSearchStore(settings)
+    graph.ensure_index(IndexInfo("plan", dim))
+    try:
+        graph.upsert(chunks, vectors)
+        for user in ("group:narrow", "group:broad"):
+            principals = frozenset({user})
+            readable = np.array([g == user for g in groups])
+            for q in rng.normal(size=(5, dim)).astype(np.float32):
+                q /= np.linalg.norm(q)
+                cos = vectors @ q
+                truth = [chunks[i].id for i in np.argsort(-cos) if readable[i]][:10]
+                found = {name: s.search(q, principals, 10) for name, s in
+                         (("graph", graph), ("exact", exact), ("default", default))}  # fmt: skip
+                for hits in found.values():
+                    assert all(h.chunk.acl.permits(principals) for h in hits)
+                    for h in hits:
+                        assert h.score == pytest.approx(
+                            float(cos[int(h.chunk.document_id[1:])]), abs=1e-4
+                        )
+                assert [h.chunk.id for h in found["exact"]] == truth
+                hybrid = exact.search_hybrid("text", q, principals, 10)
+                assert all(h.chunk.acl.permits(principals) for h in hybrid)
+                aio = AsyncOpenSearchStore(settings.model_copy(update={"exact_max_rows": 10**6}))
+                assert [h.chunk.id for h in asyncio.run(aio.search(q, principals, 10))] == truth
+            assert default._counts.cached(count_key_of(default, principals)) == readable.sum()
+        assert not graph.search(vectors[0], frozenset({"group:nobody"}), 10)
+        assert not exact.search(vectors[0], frozenset({"group:nobody"}), 10)
+    finally:
+        drop(graph, settings.alias)
+
+
+def count_key_of(store: OpenSearchStore, principals: frozenset[str]) -> str:
+    from rag.stores.opensearch_dsl import count_key, search_filter
+
+    return count_key(store._read_target(), search_filter(principals, None, None, None))

@@ -13,8 +13,9 @@ from rag.config import StoreSettings
 from rag.models import Chunk
 from rag.stores import lancedb_ann
 from rag.stores.base import IndexInfo
+from rag.stores.counts import CountCache
 from rag.stores.lancedb import LanceDBStore
-from rag.stores.lancedb_ann import AnnPlan, CountCache, partitions, plan
+from rag.stores.lancedb_ann import AnnPlan, partitions, plan
 from tests.contract import make_chunk
 
 DIM = 16

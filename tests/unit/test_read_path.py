@@ -165,7 +165,7 @@ class _ReadOnlyClient:
         self.calls.append("msearch")
         return {"responses": [{"hits": {"hits": []}}, {"hits": {"hits": []}}]}
 
-    def count(self, index: str) -> dict[str, Any]:
+    def count(self, index: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         self.calls.append("count")
         return {"count": 0}
 
