@@ -53,13 +53,10 @@ from rag.stores.opensearch_dsl import (
     Fresh,
     Keys,
     bm25_query,
-    count_key,
-    dense_query,
-    exact_plan,
     filter_fields,
     index_body,
-    search_filter,
 )
+from rag.stores.opensearch_plan import DensePlan
 
 if TYPE_CHECKING:
     from rag.stores.opensearch_runs import OpenSearchRunLog
@@ -490,7 +487,8 @@ class OpenSearchStore:
         index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
         keys = self._keys(index, principals)
-        body = self._dense(index, vector, principals, k, fresh, filter, keys)
+        plan = DensePlan(self._settings, self._counts, index, principals, fresh, filter, keys)
+        body = self._planned(index, plan).body(vector, k)
         response = self._call("search", self.client.search, index=index, body=body)
         return _with_marks(self._hits(response, dense=True), marks)
 
@@ -528,11 +526,12 @@ class OpenSearchStore:
         index = self._filterable(filter)
         fresh, marks = self._freshness(acl_fresh_after)
         keys = self._keys(index, principals)
+        plan = DensePlan(self._settings, self._counts, index, principals, fresh, filter, keys)
         bodies: list[dict[str, Any]] = [
             {"index": index},
             bm25_query(text, principals, depth, fresh, filter, keys),
             {"index": index},
-            self._dense(index, vector, principals, depth, fresh, filter, keys),
+            self._planned(index, plan).body(vector, depth),
         ]
         result = self._call("msearch", self.client.msearch, body=bodies)
         rankings = []
@@ -542,36 +541,11 @@ class OpenSearchStore:
             rankings.append(self._hits(response, dense=dense))
         return _with_marks(reciprocal_rank_fusion(rankings, k, self._settings.rrf_k), marks)
 
-    def _dense(
-        self,
-        index: str,
-        vector: Vectors,
-        principals: AbstractSet[str],
-        k: int,
-        fresh: Fresh | None,
-        filter: Filter | None,
-        keys: Keys,
-    ) -> dict[str, Any]:
-        """The k-NN body, exact or through the graph as :func:`exact_plan` decides from how
-        many chunks the filter admits (counted without the freshness bound, cached 60 s: the
-        plan only decides speed, the body carries the whole filter either way)."""
-        counted = search_filter(principals, None, filter, keys)
-        clause = counted if fresh is None else search_filter(principals, fresh, filter, keys)
-        max_rows = self._settings.exact_max_rows
-        exact = max_rows > 0 and exact_plan(
-            self._admitted(index, counted), self._admitted(index, None), max_rows
-        )
-        return dense_query(vector.tolist(), clause, k, self._settings.ef_search, exact=exact)
-
-    def _admitted(self, index: str, clause: dict[str, Any] | None) -> int:
-        key = count_key(index, clause)
-        rows = self._counts.cached(key)
-        if rows is None:
-            body = {"query": clause if clause is not None else {"match_all": {}}}
-            found = self._call("count", self.client.count, index=index, body=body)
-            rows = int(found["count"])
-            self._counts.put(key, rows)
-        return rows
+    def _planned(self, index: str, plan: DensePlan) -> DensePlan:
+        """``plan`` with the counts it needs (:class:`DensePlan`: exact or the graph)."""
+        for key, body in plan.missing():
+            plan.counted(key, self._call("count", self.client.count, index=index, body=body))
+        return plan
 
     def _filterable(self, filter: Filter | None) -> str:
         """The index to search; with a filter, one whose every chunk has its filter fields: an

@@ -36,11 +36,8 @@ from rag.stores.opensearch_dsl import (
     Keys,
     bm25_query,
     compile_acl_filter,
-    count_key,
-    dense_query,
-    exact_plan,
-    search_filter,
 )
+from rag.stores.opensearch_plan import DensePlan
 
 if TYPE_CHECKING:
     from rag.filters import Filter
@@ -192,37 +189,11 @@ class AsyncOpenSearchStore:
         self._marks = (now, {s: at for s, at in marks.items() if at is not None})
         return self._marks[1]
 
-    async def _dense(
-        self,
-        index: str,
-        vector: Vectors,
-        principals: AbstractSet[str],
-        k: int,
-        fresh: Fresh | None,
-        filter: Filter | None,
-        keys: Keys,
-    ) -> dict[str, Any]:
-        """The k-NN body, exact or through the graph as :func:`exact_plan` decides from how
-        many chunks the filter admits (counted without the freshness bound, cached 60 s: the
-        plan only decides speed, the body carries the whole filter either way)."""
-        counted = search_filter(principals, None, filter, keys)
-        clause = counted if fresh is None else search_filter(principals, fresh, filter, keys)
-        max_rows = self._settings.exact_max_rows
-        exact = max_rows > 0 and exact_plan(
-            await self._admitted(index, counted), await self._admitted(index, None), max_rows
-        )
-        return dense_query(vector.tolist(), clause, k, self._settings.ef_search, exact=exact)
-
-    async def _admitted(self, index: str, clause: dict[str, Any] | None) -> int:
-        key = count_key(index, clause)
-        rows = self._counts.cached(key)
-        if rows is None:
-            body = {"query": clause if clause is not None else {"match_all": {}}}
-            rows = int(
-                (await self._call("count", self.client.count, index=index, body=body))["count"]
-            )
-            self._counts.put(key, rows)
-        return rows
+    async def _planned(self, index: str, plan: DensePlan) -> DensePlan:
+        """``plan`` with the counts it needs (:class:`DensePlan`: exact or the graph)."""
+        for key, body in plan.missing():
+            plan.counted(key, await self._call("count", self.client.count, index=index, body=body))
+        return plan
 
     async def _filterable(self, filter: Filter | None) -> str:
         """The index to search; with a filter, one whose every chunk has its filter fields
@@ -295,7 +266,8 @@ class AsyncOpenSearchStore:
         index = await self._filterable(filter)
         fresh, marks = await self._freshness(acl_fresh_after)
         keys = await self._keys(index, principals)
-        body = await self._dense(index, vector, principals, k, fresh, filter, keys)
+        plan = DensePlan(self._settings, self._counts, index, principals, fresh, filter, keys)
+        body = (await self._planned(index, plan)).body(vector, k)
         response = await self._call("search", self.client.search, index=index, body=body)
         return _with_marks(hits_of(response, dense=True), marks)
 
@@ -334,11 +306,12 @@ class AsyncOpenSearchStore:
         index = await self._filterable(filter)
         fresh, marks = await self._freshness(acl_fresh_after)
         keys = await self._keys(index, principals)
+        plan = DensePlan(self._settings, self._counts, index, principals, fresh, filter, keys)
         bodies: list[dict[str, Any]] = [
             {"index": index},
             bm25_query(text, principals, depth, fresh, filter, keys),
             {"index": index},
-            await self._dense(index, vector, principals, depth, fresh, filter, keys),
+            (await self._planned(index, plan)).body(vector, depth),
         ]
         result = await self._call("msearch", self.client.msearch, body=bodies)
         rankings = []

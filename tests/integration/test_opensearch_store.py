@@ -10,7 +10,7 @@ import pytest
 from rag.embeddings.hashing import HashEmbedder
 from rag.errors import EmbeddingMismatchError, IndexNotFoundError, InvalidRequestError
 from rag.identity import UserContext
-from rag.models import Acl
+from rag.models import Acl, SearchHit
 from rag.retrieval.core import Retriever
 from rag.stores.acl_keys import AclKeyOptions
 from rag.stores.base import IndexInfo
@@ -229,6 +229,14 @@ def test_exact_and_graph_plans_return_only_readable_chunks(opensearch_url: str) 
     exact = OpenSearchStore(settings.model_copy(update={"exact_max_rows": 10**6}))
     default = OpenSearchStore(settings)
     graph.ensure_index(IndexInfo("plan", dim))
+
+    async def exact_async(q: np.ndarray, principals: frozenset[str]) -> list[SearchHit]:
+        aio = AsyncOpenSearchStore(settings.model_copy(update={"exact_max_rows": 10**6}))
+        try:
+            return await aio.search(q, principals, 10)
+        finally:
+            await aio.aclose()
+
     try:
         graph.upsert(chunks, vectors)
         for user in ("group:narrow", "group:broad"):
@@ -249,8 +257,7 @@ def test_exact_and_graph_plans_return_only_readable_chunks(opensearch_url: str) 
                 assert [h.chunk.id for h in found["exact"]] == truth
                 hybrid = exact.search_hybrid("text", q, principals, 10)
                 assert all(h.chunk.acl.permits(principals) for h in hybrid)
-                aio = AsyncOpenSearchStore(settings.model_copy(update={"exact_max_rows": 10**6}))
-                assert [h.chunk.id for h in asyncio.run(aio.search(q, principals, 10))] == truth
+                assert [h.chunk.id for h in asyncio.run(exact_async(q, principals))] == truth
             assert default._counts.cached(count_key_of(default, principals)) == readable.sum()
         assert not graph.search(vectors[0], frozenset({"group:nobody"}), 10)
         assert not exact.search(vectors[0], frozenset({"group:nobody"}), 10)

@@ -60,3 +60,33 @@ def test_counts_are_cached_per_index_and_clause() -> None:
     assert cache.cached(b) is None
     now[0] = 61.0
     assert cache.cached(a) is None
+
+
+def test_a_plan_asks_for_its_counts_once_then_reads_the_cache() -> None:
+    import numpy as np
+
+    from rag.config import OpenSearchSettings
+    from rag.stores.opensearch_plan import DensePlan
+
+    counts = CountCache()
+    settings = OpenSearchSettings(exact_max_rows=150_000)
+    principals = frozenset({"group:a"})
+
+    def plan(s: OpenSearchSettings = settings) -> DensePlan:
+        return DensePlan(s, counts, "idx", principals, None, None, None)
+
+    first = plan()
+    missing = first.missing()
+    assert [body for _, body in missing] == [
+        {"query": search_filter(principals)},
+        {"query": {"match_all": {}}},
+    ]
+    assert "knn" in first.body(np.zeros(2, dtype=np.float32), 5)["query"]  # uncounted: graph
+    for (key, _), rows in zip(missing, (10, 1_000), strict=True):
+        first.counted(key, {"count": rows})
+    second = plan()
+    assert second.missing() == []
+    assert "script_score" in second.body(np.zeros(2, dtype=np.float32), 5)["query"]
+    off = plan(OpenSearchSettings(exact_max_rows=0))
+    assert off.missing() == []
+    assert "knn" in off.body(np.zeros(2, dtype=np.float32), 5)["query"]
