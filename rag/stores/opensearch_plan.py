@@ -38,29 +38,36 @@ class DensePlan:
         filter: Filter | None,
         keys: Keys,
     ) -> None:
-        self._settings, self._counts = settings, counts
+        self._settings, self._counts, self._index = settings, counts, index
         self._counted = search_filter(principals, None, filter, keys)
         self._clause = (
             self._counted if fresh is None else search_filter(principals, fresh, filter, keys)
         )
-        self._keys = (count_key(index, self._counted), count_key(index, None))
+        self._rows: dict[str, int] = {}  # admitted chunks by count key (the index's: its name)
+        self._key = ""  # the counted clause's cache key (serialized only if exact is on)
 
     def missing(self) -> list[Count]:
-        """The counts to send (none once cached, or when exact search is off)."""
+        """The counts to send (none once cached, or when exact search is off); what the cache
+        holds is read here, once."""
         if self._settings.exact_max_rows == 0:
             return []
-        clauses: tuple[dict[str, Any], ...] = (self._counted, {"match_all": {}})
-        return [
-            (key, {"query": clause})
-            for key, clause in zip(self._keys, clauses, strict=True)
-            if self._counts.cached(key) is None
-        ]
+        self._key = count_key(self._index, self._counted)
+        wanted: list[Count] = []
+        for key, clause in ((self._key, self._counted), (count_key(self._index, None), None)):
+            rows = self._counts.cached(key)
+            if rows is None:
+                wanted.append((key, {"query": clause or {"match_all": {}}}))
+            else:
+                self._rows[key] = rows
+        return wanted
 
     def counted(self, key: str, response: dict[str, Any]) -> None:
-        self._counts.put(key, int(response["count"]))
+        self._rows[key] = int(response["count"])
+        self._counts.put(key, self._rows[key])
 
     def body(self, vector: Vectors, k: int) -> dict[str, Any]:
+        """Exact when both counts are known and :func:`exact_plan` says so; else the graph."""
+        allowed, total = self._rows.get(self._key), self._rows.get(count_key(self._index, None))
         limit = self._settings.exact_max_rows
-        allowed, total = (self._counts.cached(key) for key in self._keys)
         exact = allowed is not None and total is not None and exact_plan(allowed, total, limit)
         return dense_query(vector.tolist(), self._clause, k, self._settings.ef_search, exact=exact)
